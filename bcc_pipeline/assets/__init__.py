@@ -1,0 +1,1 @@
+"""One module per pipeline stage; each asset wires plain code in data/ and ml/ and records."""

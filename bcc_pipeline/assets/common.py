@@ -1,0 +1,39 @@
+"""What every asset shares: its group, how it records files, and how config errors surface."""
+
+import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+GROUP = "brain_mri_classifier"
+
+
+def artifact_metadata(path: Path) -> dict[str, dg.MetadataValue]:
+    return {"artifact_path": dg.MetadataValue.path(str(path))}
+
+
+def markdown_table(frame: pd.DataFrame, max_rows: int = 20) -> dg.MetadataValue:
+    """A frame as a markdown table the asset page renders."""
+    text = frame.head(max_rows).to_markdown(index=False)
+    if len(frame) > max_rows:
+        text += f"\n\n_{len(frame) - max_rows} more rows not shown_"
+    return dg.MetadataValue.md(text)
+
+
+@contextmanager
+def user_errors(*kinds: type[Exception]) -> Iterator[None]:
+    """Turn the errors a user can fix (bad config, missing data) into a Dagster Failure with
+    just the message, instead of a traceback from deep inside a library."""
+    try:
+        yield
+    except kinds as err:
+        raise dg.Failure(description=f"{type(err).__name__}: {err}") from None
+
+
+def markdown_image(path: Path, caption: str) -> str:
+    """Markdown that shows a PNG inline on the asset page (the UI renders data URIs)."""
+    encoded = base64.b64encode(path.read_bytes()).decode()
+    return f"![{caption}](data:image/png;base64,{encoded})"

@@ -1,0 +1,53 @@
+"""raw_image_manifest: every file under the data folder, usable or rejected with a reason."""
+
+import time
+
+import dagster as dg
+
+from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
+from bcc_pipeline.data.manifest import DataFolderError, require_usable, scan_folder
+from bcc_pipeline.resources import ArtifactsResource, DatasetResource
+from bcc_pipeline.storage import write_parquet
+
+MANIFEST_FILE = "manifest.parquet"
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"pandas", "parquet"},
+    description=(
+        "One row per regular file under the data folder: path, class, sha256, size, image "
+        "format and mode, and a status (ok, or why it was rejected). Nothing is skipped."
+    ),
+)
+def raw_image_manifest(
+    context: dg.AssetExecutionContext, dataset: DatasetResource, artifacts: ArtifactsResource
+) -> dg.Output[str]:
+    start = time.perf_counter()
+    with user_errors(DataFolderError):
+        manifest = scan_folder(dataset.path)
+        require_usable(manifest, dataset.path)
+    seconds = time.perf_counter() - start
+    path = artifacts.run_dir("raw_image_manifest", context.run_id) / MANIFEST_FILE
+    write_parquet(path, manifest)
+
+    by_status = manifest["status"].value_counts()
+    usable = manifest[manifest["status"] == "ok"]
+    rejected = manifest[manifest["status"] != "ok"]
+    context.log.info(f"scanned {len(manifest)} files in {seconds:.1f}s: {by_status.to_dict()}")
+    per_class = usable.groupby("label").size().rename("images").reset_index()
+    return dg.Output(
+        str(path),
+        metadata={
+            **artifact_metadata(path),
+            "dagster/row_count": len(manifest),
+            "usable_images": int(len(usable)),
+            "rejected_files": int(len(rejected)),
+            "images_per_class": markdown_table(per_class),
+            "files_per_status": markdown_table(by_status.rename("files").reset_index()),
+            "rejected": markdown_table(rejected[["path", "status", "error"]]),
+            "preview": markdown_table(manifest[["path", "label", "status", "width", "height"]], 10),
+            "data_dir": dg.MetadataValue.path(str(dataset.path.resolve())),
+            "scan_seconds": round(seconds, 2),
+        },
+    )

@@ -1,0 +1,87 @@
+"""stratified_split: train/val/test by class, duplicate groups kept on one side."""
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
+from bcc_pipeline.data.split import (
+    SPLITS,
+    SplitConfigError,
+    split_fingerprint,
+    stratified_group_split,
+)
+from bcc_pipeline.resources import ArtifactsResource
+from bcc_pipeline.storage import write_parquet
+
+SPLIT_FILE = "split.parquet"
+
+
+class SplitConfig(dg.Config):
+    seed: int = Field(
+        default=42, description="Seed of the split; same manifest + seed = same split."
+    )
+    train_fraction: float = Field(default=0.7, description="Share of each class for training.")
+    val_fraction: float = Field(default=0.2, description="Share for validation (early stopping).")
+    test_fraction: float = Field(default=0.1, description="Share held out for the test report.")
+    near_duplicate_distance: int = Field(
+        default=2,
+        description=(
+            "Images whose 64-bit difference hashes differ in at most this many bits are treated "
+            "as near-duplicates and kept in one split; -1 groups byte-identical files only."
+        ),
+    )
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        return {"train": self.train_fraction, "val": self.val_fraction, "test": self.test_fraction}
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"pandas", "parquet"},
+    description=(
+        "Usable images with a train/val/test split: seeded, stratified by class, with exact "
+        "and near-duplicate groups never crossing splits and conflicting labels excluded."
+    ),
+)
+def stratified_split(
+    context: dg.AssetExecutionContext,
+    config: SplitConfig,
+    artifacts: ArtifactsResource,
+    raw_image_manifest: str,
+) -> dg.Output[str]:
+    manifest = pd.read_parquet(raw_image_manifest)
+    distance = config.near_duplicate_distance if config.near_duplicate_distance >= 0 else None
+    with user_errors(SplitConfigError):
+        result = stratified_group_split(manifest, config.fractions, config.seed, distance)
+        empty = [s for s in SPLITS if not (result.table["split"] == s).any()]
+        if empty:
+            raise SplitConfigError(
+                f"{len(result.table)} usable images leave the {', '.join(empty)} split empty; "
+                "add images or change the fractions"
+            )
+    table = result.table
+    path = artifacts.run_dir("stratified_split", context.run_id) / SPLIT_FILE
+    write_parquet(path, table)
+    if not result.conflicts.empty:
+        context.log.warning(
+            f"excluded {len(result.conflicts)} images whose content carries different labels"
+        )
+    counts = pd.crosstab(table["label"], table["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    context.log.info(f"split {len(table)} images:\n{counts.to_string()}")
+    return dg.Output(
+        str(path),
+        metadata={
+            **artifact_metadata(path),
+            "dagster/row_count": len(table),
+            "counts": markdown_table(counts.reset_index()),
+            "duplicate_groups": len(result.duplicate_groups),
+            "images_in_duplicate_groups": int(result.duplicate_groups["size"].sum()),
+            "duplicates": markdown_table(result.duplicate_groups),
+            "conflicting_label_images": len(result.conflicts),
+            "conflicts": markdown_table(result.conflicts[["path", "label", "group"]]),
+            "split_fingerprint": split_fingerprint(table),
+            "seed": config.seed,
+        },
+    )

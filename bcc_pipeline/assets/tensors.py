@@ -1,0 +1,74 @@
+"""preprocessed_tensors: each split decoded and resized once, for training to memory-map."""
+
+import time
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
+from bcc_pipeline.data.split import SPLITS, split_fingerprint
+from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_tensor_splits
+from bcc_pipeline.resources import ArtifactsResource, DatasetResource
+
+
+class TensorsConfig(dg.Config):
+    image_size: int = Field(
+        default=224,
+        description=(
+            "Side of the square images the model sees. Pretrained ViTs need their own size "
+            "(224 for vit_b_16); vit_tiny takes any multiple of 16 from 32."
+        ),
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"numpy"},
+    description=(
+        "Every split decoded once (JPEG draft mode, all cores), padded to square and resized "
+        "with antialiasing: uint8 NCHW RGB arrays, labels and class names. Not normalised: "
+        "the backbone's own statistics apply at training time."
+    ),
+)
+def preprocessed_tensors(
+    context: dg.AssetExecutionContext,
+    config: TensorsConfig,
+    dataset: DatasetResource,
+    artifacts: ArtifactsResource,
+    stratified_split: str,
+) -> dg.Output[str]:
+    if config.image_size < 32 or config.image_size % 16:
+        raise dg.Failure(f"image_size must be a multiple of 16 from 32 up; got {config.image_size}")
+    table = pd.read_parquet(stratified_split)
+    folder = artifacts.run_dir("preprocessed_tensors", context.run_id)
+    start = time.perf_counter()
+    with user_errors(ImageChangedError):
+        write_tensor_splits(
+            table, dataset.path, folder, config.image_size, split_fingerprint(table)
+        )
+    seconds = time.perf_counter() - start
+    tensors = TensorSplits.open(folder)
+    shapes = pd.DataFrame(
+        [
+            {
+                "split": split,
+                "shape": str(tuple(tensors.images(split).shape)),
+                "MiB": round(tensors.images(split).nbytes / 2**20, 1),
+            }
+            for split in SPLITS
+        ]
+    )
+    context.log.info(f"decoded {len(table)} images in {seconds:.1f}s")
+    return dg.Output(
+        str(folder),
+        metadata={
+            **artifact_metadata(folder),
+            "shapes": markdown_table(shapes),
+            "total_MiB": float(shapes["MiB"].sum()),
+            "seconds": round(seconds, 2),
+            "images_per_second": round(len(table) / max(seconds, 1e-9), 1),
+            "class_names": dg.MetadataValue.json(tensors.class_names),
+            "image_size": config.image_size,
+        },
+    )

@@ -1,0 +1,100 @@
+"""LightningDataModule over memory-mapped arrays: preprocessed uint8 images, or cached features.
+
+Augmentation is a choice between views of an item: the image and its mirror. On pixels the
+mirror is computed on the fly; on features both views were cached. Either way a training draw
+picks one view with equal probability, and val/test always see the first (unflipped) view."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from bcc_pipeline.data.split import SPLITS
+from bcc_pipeline.data.tensors import TensorSplits
+
+
+class MirroredView:
+    """A read-only array whose items are the source items flipped left-right."""
+
+    def __init__(self, source: np.ndarray) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.source[index][..., ::-1]
+
+
+@dataclass
+class SplitViews:
+    views: Sequence[np.ndarray | MirroredView]
+    labels: np.ndarray
+
+
+class ViewDataset(Dataset):
+    def __init__(self, split: SplitViews, random_view: bool) -> None:
+        self.split = split
+        self.random_view = random_view and len(split.views) > 1
+
+    def __len__(self) -> int:
+        return len(self.split.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        view = int(torch.randint(len(self.split.views), ())) if self.random_view else 0
+        item = np.ascontiguousarray(self.split.views[view][index])
+        return torch.from_numpy(item), int(self.split.labels[index])
+
+
+class MRIDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        splits: dict[str, SplitViews],
+        batch_size: int = 16,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.splits = splits
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    @classmethod
+    def from_tensors(
+        cls,
+        tensors: TensorSplits,
+        batch_size: int = 16,
+        horizontal_flip: bool = True,
+        num_workers: int = 0,
+    ) -> MRIDataModule:
+        splits = {}
+        for split in SPLITS:
+            images = tensors.images(split)
+            views = (
+                [images, MirroredView(images)] if horizontal_flip and split == "train" else [images]
+            )
+            splits[split] = SplitViews(views, tensors.labels(split))
+        return cls(splits, batch_size=batch_size, num_workers=num_workers)
+
+    def _loader(self, split: str) -> DataLoader:
+        training = split == "train"
+        return DataLoader(
+            ViewDataset(self.splits[split], random_view=training),
+            batch_size=self.batch_size,
+            shuffle=training,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

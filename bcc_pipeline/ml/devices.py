@@ -1,0 +1,160 @@
+"""Turn accelerator settings into Trainer arguments, failing early and plainly on absent devices."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
+
+
+class DeviceConfigError(ValueError):
+    """Asked for a device, count or precision this machine cannot give."""
+
+
+def available_devices() -> str:
+    """What this machine offers, in words, for error messages and run metadata."""
+    found = [f"cpu ({os.cpu_count()} cores)"]
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        found.append(f"gpu x{len(names)} ({', '.join(names)})")
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return ", ".join(found)
+
+
+def _parse_devices(devices: str | int) -> int | list[int] | str:
+    text = str(devices).strip()
+    if text == "auto":
+        return "auto"
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        count = int(text)
+    except ValueError as err:
+        raise DeviceConfigError(
+            f"devices must be 'auto', a count such as '2', or GPU ids such as '0,1'; got {text!r}"
+        ) from err
+    if count < 1:
+        raise DeviceConfigError(f"devices must be at least 1; got {count}")
+    return count
+
+
+@dataclass(frozen=True)
+class TrainerDevice:
+    """Validated device settings: what the Trainer gets and where frozen features are computed."""
+
+    accelerator: str
+    devices: int | list[int]
+    precision: str
+    strategy: str
+    num_nodes: int
+
+    @classmethod
+    def resolve(
+        cls,
+        accelerator: str = "auto",
+        devices: str | int = "auto",
+        precision: str = "32-true",
+        strategy: str = "auto",
+        num_nodes: int = 1,
+    ) -> TrainerDevice:
+        accelerator = accelerator.strip().lower()
+        if accelerator not in ACCELERATORS:
+            raise DeviceConfigError(
+                f"accelerator must be one of {', '.join(ACCELERATORS)}; got {accelerator!r}"
+            )
+        if precision not in PRECISIONS:
+            raise DeviceConfigError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if num_nodes < 1:
+            raise DeviceConfigError(f"num_nodes must be at least 1; got {num_nodes}")
+        gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if accelerator == "cuda":
+            accelerator = "gpu"
+        if accelerator == "auto":
+            if gpu_count:
+                accelerator = "gpu"
+            elif torch.backends.mps.is_available():
+                accelerator = "mps"
+            else:
+                accelerator = "cpu"
+        if accelerator == "gpu" and not gpu_count:
+            raise DeviceConfigError(
+                f"accelerator 'gpu' was asked for, but no CUDA GPU is visible. "
+                f"Available: {available_devices()}. Use accelerator: cpu or auto."
+            )
+        if accelerator == "mps" and not torch.backends.mps.is_available():
+            raise DeviceConfigError(
+                f"accelerator 'mps' was asked for, but Apple MPS is not available here. "
+                f"Available: {available_devices()}. Use accelerator: cpu or auto."
+            )
+        if accelerator == "cpu" and precision == "16-mixed":
+            raise DeviceConfigError("precision 16-mixed needs a GPU; on the CPU use bf16-mixed")
+
+        parsed = _parse_devices(devices)
+        if parsed == "auto":
+            parsed = gpu_count if accelerator == "gpu" else 1
+        if accelerator == "gpu":
+            wanted = parsed if isinstance(parsed, list) else list(range(parsed))
+            missing = [i for i in wanted if i >= gpu_count]
+            if missing:
+                raise DeviceConfigError(
+                    f"devices {devices!r} asks for GPU ids {wanted}, but only {gpu_count} "
+                    f"GPU(s) are visible. Available: {available_devices()}."
+                )
+        elif isinstance(parsed, list):
+            raise DeviceConfigError(f"a list of device ids needs accelerator gpu; got {devices!r}")
+        elif accelerator == "mps" and parsed > 1:
+            raise DeviceConfigError("mps offers one device; set devices: 1")
+
+        count = len(parsed) if isinstance(parsed, list) else parsed
+        world_size = count * num_nodes
+        return cls(
+            accelerator=accelerator,
+            devices=parsed,
+            precision=precision,
+            strategy=_launchable_strategy(strategy.strip(), world_size),
+            num_nodes=num_nodes,
+        )
+
+    @property
+    def world_size(self) -> int:
+        count = len(self.devices) if isinstance(self.devices, list) else self.devices
+        return count * self.num_nodes
+
+    @property
+    def torch_device(self) -> torch.device:
+        """The one device this process computes frozen features on."""
+        if self.accelerator == "gpu":
+            first = self.devices[0] if isinstance(self.devices, list) else 0
+            return torch.device("cuda", first)
+        return torch.device(self.accelerator)
+
+    @property
+    def inference_dtype(self) -> torch.dtype:
+        """Reduced precision for the frozen backbone where the hardware supports it."""
+        if self.accelerator == "gpu":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if self.accelerator == "mps":
+            return torch.float16
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+
+    def trainer_kwargs(self) -> dict:
+        return {
+            "accelerator": self.accelerator,
+            "devices": self.devices,
+            "precision": self.precision,
+            "strategy": self.strategy,
+            "num_nodes": self.num_nodes,
+        }
+
+
+def _launchable_strategy(strategy: str, world_size: int) -> str:
+    """Lightning's plain ddp re-executes the command line, which a Dagster run cannot survive;
+    a multi-node job is started by torchrun or a cluster, which sets the env Lightning reads."""
+    if world_size > 1 and strategy in ("auto", "ddp") and "LOCAL_RANK" not in os.environ:
+        return "ddp_spawn"
+    return strategy

@@ -1,0 +1,93 @@
+"""The LightningModule: backbone + head, one shared step for train/val/test, Adam over the
+trainable parameters only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from bcc_pipeline.ml.backbones import Normalization, load_backbone, replace_head
+from bcc_pipeline.ml.network import ClassifierNet
+
+
+class BrainMRIClassifier(pl.LightningModule):
+    """Takes uint8 NCHW images and normalises them on the device with the backbone's own
+    statistics. With `train_on_features` the batches are cached frozen-prefix outputs instead."""
+
+    def __init__(
+        self,
+        class_names: Sequence[str],
+        image_size: int = 224,
+        backbone: str = "vit_b_16",
+        weights: str = "DEFAULT",
+        trainable_blocks: int = 0,
+        learning_rate: float = 1e-4,
+        train_on_features: bool = False,
+        normalization: Normalization | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["normalization"])
+        model, default_normalization = load_backbone(backbone, weights, image_size)
+        model, head = replace_head(model, len(class_names))
+        self.net = ClassifierNet(model, head, trainable_blocks)
+        self.normalization = normalization or default_normalization
+        self.register_buffer(
+            "mean", torch.tensor(self.normalization.mean).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(self.normalization.std).view(1, -1, 1, 1), persistent=False
+        )
+        num_classes = len(class_names)
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for uint8 images: the whole model, whatever was cached in training."""
+        return self.net(self.normalize(images))
+
+    @torch.no_grad()
+    def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.frozen_features(self.normalize(images))
+
+    def model_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        inputs, labels = batch
+        if self.hparams.train_on_features:
+            logits = self.net.from_features(inputs.to(self.head_dtype))
+        else:
+            logits = self(inputs)
+        return F.cross_entropy(logits, labels), logits.argmax(dim=1), labels
+
+    @property
+    def head_dtype(self) -> torch.dtype:
+        return self.net.head.weight.dtype
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        loss, predictions, labels = self.model_step(batch)
+        self.train_accuracy(predictions, labels)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True)
+        self.log("train_acc", self.train_accuracy, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        loss, predictions, labels = self.model_step(batch)
+        self.val_accuracy(predictions, labels)
+        self.log("val_loss", loss, on_epoch=True, sync_dist=True)
+        self.log("val_acc", self.val_accuracy, on_epoch=True)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        loss, predictions, labels = self.model_step(batch)
+        self.test_accuracy(predictions, labels)
+        self.log("test_loss", loss, on_epoch=True, sync_dist=True)
+        self.log("test_acc", self.test_accuracy, on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(trainable, lr=self.hparams.learning_rate)

@@ -1,0 +1,75 @@
+"""Swappable resources: where the images are, where artifacts go, and which device trains."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from bcc_pipeline.ml.devices import TrainerDevice
+
+
+class DatasetResource(dg.ConfigurableResource):
+    """The MRI image folder: the Kaggle download (nested root and all) or any class-folder tree."""
+
+    data_dir: str = Field(
+        default=os.environ.get("BCC_DATA_DIR", "data/brain_cancer"),
+        description=(
+            "Folder holding one sub-folder of images per class, at any depth "
+            "(e.g. the unzipped Kaggle 'Brain Cancer - MRI dataset'). Env BCC_DATA_DIR when set."
+        ),
+    )
+
+    @property
+    def path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+
+class ArtifactsResource(dg.ConfigurableResource):
+    """Root of everything the pipeline writes; each run writes under its own run id."""
+
+    root: str = Field(
+        default=os.environ.get("BCC_ARTIFACTS_DIR", "artifacts"),
+        description="Where manifests, tensors, checkpoints and reports go. Env BCC_ARTIFACTS_DIR.",
+    )
+
+    def run_dir(self, asset_name: str, run_id: str) -> Path:
+        """`root/<asset>/<run_id>/`, created; two runs never share one."""
+        path = Path(self.root).expanduser().resolve() / asset_name / run_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class AcceleratorResource(dg.ConfigurableResource):
+    """Device settings handed to the Lightning Trainer; the device is config, never code."""
+
+    accelerator: str = Field(
+        default="auto",
+        description="auto, cpu, gpu (CUDA) or mps. auto picks a GPU, then MPS, then the CPU.",
+    )
+    devices: str = Field(
+        default="auto",
+        description="How many devices ('auto', '1', '2', ...) or a comma list of GPU ids ('0,2').",
+    )
+    precision: str = Field(
+        default="32-true",
+        description="Lightning precision for the trainable part: 32-true, bf16-mixed, 16-mixed.",
+    )
+    strategy: str = Field(
+        default="auto",
+        description=(
+            "auto, or ddp for several devices. ddp runs as Lightning's spawn launcher so that it "
+            "works inside a Dagster run."
+        ),
+    )
+    num_nodes: int = Field(default=1, description="Machines taking part (multi-node DDP).")
+
+    def trainer_device(self) -> TrainerDevice:
+        """Checked settings; a device that is not there is an error naming what is."""
+        return TrainerDevice.resolve(
+            accelerator=self.accelerator,
+            devices=self.devices,
+            precision=self.precision,
+            strategy=self.strategy,
+            num_nodes=self.num_nodes,
+        )
