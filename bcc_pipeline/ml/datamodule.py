@@ -47,7 +47,7 @@ class ViewDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         view = int(torch.randint(len(self.split.views), ())) if self.random_view else 0
-        item = np.ascontiguousarray(self.split.views[view][index])
+        item = np.array(self.split.views[view][index])  # a writable copy, not a memmap view
         return torch.from_numpy(item), int(self.split.labels[index])
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import binomtest
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
@@ -27,20 +27,17 @@ def predict_logits(
     module = module.to(device).eval()
     outputs = []
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+        batch = torch.from_numpy(np.array(images[start : start + batch_size]))
         outputs.append(module(batch.to(device)).float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0, len(module.hparams.class_names))
 
 
-def wilson_interval(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_interval(successes: int, total: int) -> tuple[float, float]:
     """95% Wilson score interval: sound at small n and near 0 or 1, unlike the normal one."""
     if total == 0:
         return (0.0, 1.0)
-    p = successes / total
-    denominator = 1 + z**2 / total
-    centre = (p + z**2 / (2 * total)) / denominator
-    half = z * math.sqrt(p * (1 - p) / total + z**2 / (4 * total**2)) / denominator
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    interval = binomtest(successes, total).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(interval.low), float(interval.high))
 
 
 def classification_report(

@@ -36,7 +36,7 @@ def extract_features(
     """float16 frozen-prefix outputs for every image, in order. Above IN_MEMORY_LIMIT_BYTES
     they go to a memory-mapped file at `spill_to` instead of RAM."""
     module = module.to(device).eval()
-    probe = torch.from_numpy(np.ascontiguousarray(images[0]))[None].to(device)
+    probe = torch.from_numpy(np.array(images[0]))[None].to(device)
     shape = (len(images), *module.frozen_features(probe).shape[1:])
     if spill_to is not None and np.prod(shape) * 2 > IN_MEMORY_LIMIT_BYTES:
         features = np.lib.format.open_memmap(spill_to, mode="w+", dtype=np.float16, shape=shape)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from bcc_pipeline.ml.features import cached_feature_splits
 from bcc_pipeline.ml.module import BrainMRIClassifier
 
 logger = logging.getLogger(__name__)
+# Frozen blocks are kept in eval mode on purpose (see ClassifierNet.train).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""Tiny generated datasets shared by the tests; everything runs offline on the CPU."""
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bcc_pipeline.data.manifest import scan_folder
+from bcc_pipeline.data.split import split_fingerprint, stratified_group_split
+from bcc_pipeline.data.tensors import TensorSplits, write_tensor_splits
+from bcc_pipeline.sample_data import KAGGLE_SUBDIR, generate_sample_dataset
+
+FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Kaggle layout, 30 synthetic 128-px images per class; read-only for tests."""
+    out = tmp_path_factory.mktemp("sample")
+    generate_sample_dataset(out, per_class=30, size=128, seed=1)
+    return out
+
+
+def add_bad_files(root: Path) -> dict[str, str]:
+    """Stray and broken files a real download picks up; returns relative path -> status."""
+    classes = root / KAGGLE_SUBDIR
+    glioma = classes / "brain_glioma"
+    good = next(glioma.glob("*.jpg")).read_bytes()
+    (glioma / "empty.jpg").write_bytes(b"")
+    (glioma / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (glioma / "saved_page.jpg").write_text("<html><body>Kaggle login</body></html>")
+    (glioma / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(60))
+    (classes / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(40))
+    (root / "README.txt").write_text("downloaded from kaggle")
+
+    grey16 = (np.linspace(0, 60000, 96 * 96).reshape(96, 96)).astype(np.uint16)
+    Image.fromarray(grey16).save(classes / "brain_menin" / "sixteen_bit.png")
+    rgba = np.zeros((80, 100, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 255
+    Image.fromarray(rgba).save(classes / "brain_tumor" / "with_alpha.png")
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64), 90, dtype=np.uint8)).convert("P").save(buffer, "BMP")
+    (classes / "brain_tumor" / "palette.bmp").write_bytes(buffer.getvalue())
+    prefix = KAGGLE_SUBDIR.as_posix()
+    return {
+        f"{prefix}/brain_glioma/empty.jpg": "empty",
+        f"{prefix}/brain_glioma/truncated.jpg": "unreadable",
+        f"{prefix}/brain_glioma/saved_page.jpg": "not_an_image",
+        f"{prefix}/brain_glioma/Thumbs.db": "os_file",
+        f"{prefix}/.DS_Store": "os_file",
+        "README.txt": "not_an_image",
+        f"{prefix}/brain_menin/sixteen_bit.png": "ok",
+        f"{prefix}/brain_tumor/with_alpha.png": "ok",
+        f"{prefix}/brain_tumor/palette.bmp": "ok",
+    }
+
+
+@pytest.fixture
+def messy_root(sample_root: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The sample plus stray and broken files; a private copy the test may change."""
+    root = tmp_path / "messy"
+    shutil.copytree(sample_root, root)
+    return root, add_bad_files(root)
+
+
+@pytest.fixture(scope="session")
+def sample_tensors(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TensorSplits:
+    """Preprocessed 32-px tensors of the sample, as the trainer reads them."""
+    manifest = scan_folder(sample_root)
+    table = stratified_group_split(manifest, FRACTIONS, seed=0).table
+    out = tmp_path_factory.mktemp("tensors")
+    write_tensor_splits(table, sample_root, out, 32, split_fingerprint(table))
+    return TensorSplits.open(out)

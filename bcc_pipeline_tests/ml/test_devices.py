@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from bcc_pipeline.ml.devices import DeviceConfigError, TrainerDevice
+
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks behaviour without a GPU")
+
+
+@no_gpu
+def test_missing_gpu_is_an_error_naming_what_is_available():
+    with pytest.raises(DeviceConfigError, match=r"no CUDA GPU.*Available: cpu"):
+        TrainerDevice.resolve(accelerator="gpu")
+
+
+@no_gpu
+def test_auto_falls_back_to_cpu():
+    device = TrainerDevice.resolve()
+    assert device.accelerator in ("cpu", "mps")
+    assert device.world_size == 1
+
+
+def test_several_cpu_processes_use_the_spawn_launcher(monkeypatch):
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    device = TrainerDevice.resolve(accelerator="cpu", devices="2", strategy="ddp")
+    assert device.strategy == "ddp_spawn"
+    assert device.world_size == 2
+
+
+def test_torchrun_keeps_plain_ddp(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    device = TrainerDevice.resolve(accelerator="cpu", devices="2", strategy="ddp", num_nodes=2)
+    assert device.strategy == "ddp"
+    assert device.world_size == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"accelerator": "tpu"}, "accelerator must be one of"),
+        ({"accelerator": "cpu", "devices": "two"}, "devices must be"),
+        ({"accelerator": "cpu", "devices": "0"}, "at least 1"),
+        ({"accelerator": "cpu", "precision": "8-bit"}, "precision must be"),
+        ({"accelerator": "cpu", "precision": "16-mixed"}, "needs a GPU"),
+        ({"accelerator": "cpu", "devices": "0,1"}, "needs accelerator gpu"),
+    ],
+)
+def test_bad_settings_are_said_plainly(kwargs, message):
+    with pytest.raises(DeviceConfigError, match=message):
+        TrainerDevice.resolve(**kwargs)
+
+
+def test_cpu_inference_dtype_is_reduced_where_supported():
+    device = TrainerDevice.resolve(accelerator="cpu")
+    expected = torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    assert device.inference_dtype == expected

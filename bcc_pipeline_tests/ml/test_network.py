@@ -1,0 +1,75 @@
+import pytest
+import torch
+
+from bcc_pipeline.ml.backbones import BackboneConfigError
+from bcc_pipeline.ml.module import BrainMRIClassifier
+
+CLASSES = ["a", "b", "c"]
+
+
+def _module(trainable_blocks: int, backbone: str = "vit_tiny", size: int = 32):
+    torch.manual_seed(0)
+    return BrainMRIClassifier(
+        CLASSES,
+        image_size=size,
+        backbone=backbone,
+        weights="none",
+        trainable_blocks=trainable_blocks,
+    )
+
+
+def _trainable(module) -> set[str]:
+    return {name for name, p in module.named_parameters() if p.requires_grad}
+
+
+def test_head_only_trains_just_the_head():
+    assert _trainable(_module(0)) == {"net.head.weight", "net.head.bias"}
+
+
+def test_last_k_blocks_train_with_the_final_norm():
+    names = _trainable(_module(2))
+    assert any(n.startswith("net.backbone.encoder.layers.encoder_layer_3.") for n in names)
+    assert any(n.startswith("net.backbone.encoder.layers.encoder_layer_2.") for n in names)
+    assert not any(n.startswith("net.backbone.encoder.layers.encoder_layer_1.") for n in names)
+    assert "net.backbone.encoder.ln.weight" in names
+    assert "net.backbone.conv_proj.weight" not in names
+
+
+def test_minus_one_trains_everything():
+    module = _module(-1)
+    assert _trainable(module) == {name for name, _ in module.named_parameters()}
+
+
+def test_optimizer_gets_only_trainable_parameters():
+    module = _module(0)
+    optimizer = module.configure_optimizers()
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == 3 * 192 + 3
+
+
+def test_too_many_blocks_is_a_config_error():
+    with pytest.raises(BackboneConfigError, match="exceeds the 4 blocks"):
+        _module(5)
+
+
+@pytest.mark.parametrize("blocks", [0, 1, 3])
+def test_cached_prefix_plus_suffix_equals_the_whole_model(blocks):
+    module = _module(blocks).eval()
+    images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        whole = module(images)
+        split = module.net.from_features(module.frozen_features(images))
+    assert module.net.cacheable
+    torch.testing.assert_close(whole, split)
+
+
+def test_whole_backbone_training_has_nothing_to_cache():
+    assert not _module(-1).net.cacheable
+    assert not _module(4).net.cacheable
+
+
+def test_frozen_blocks_stay_in_eval_mode_while_training():
+    module = _module(0, backbone="resnet18", size=64).train()
+    assert not module.net.backbone.bn1.training
+    assert module.net.head.training
+    partly = _module(1, backbone="resnet18", size=64).train()
+    assert partly.net.backbone.layer4.training and not partly.net.backbone.layer1.training
