@@ -78,12 +78,11 @@ class EpochProgress(Callback):
     def __init__(self, log: Callable[[str], None]) -> None:
         self.emit = log
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Runs after this epoch's validation, so train and val numbers are of one epoch."""
+        if not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if "train_loss" not in metrics:
-            return
         self.emit(
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
             f"train_loss {metrics['train_loss']:.4f} train_acc {metrics.get('train_acc', 0):.3f} "

@@ -1,0 +1,19 @@
+import json
+from pathlib import Path
+
+import numpy as np
+
+from bcc_pipeline_tests.assets.conftest import materialization
+
+
+def test_tensors_asset_writes_memory_mappable_splits(pipeline_run):
+    result, artifacts_root = pipeline_run.result, pipeline_run.artifacts_root
+    metadata = materialization(result, "preprocessed_tensors")
+    folder = Path(metadata["artifact_path"])
+    assert folder.parent == artifacts_root / "preprocessed_tensors"
+    meta = json.loads((folder / "meta.json").read_text())
+    images = np.load(folder / "train_images.npy", mmap_mode="r")
+    assert images.dtype == np.uint8 and images.shape[1:] == (3, 32, 32)
+    assert meta["splits"]["train"]["count"] == len(images)
+    assert metadata["image_size"] == 32
+    assert metadata["seconds"] >= 0

@@ -1,0 +1,59 @@
+"""`bcc-pipeline` as a user runs it, in a subprocess."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from bcc_pipeline.ml.checkpoint import save_checkpoint
+from bcc_pipeline.ml.module import BrainMRIClassifier
+from bcc_pipeline.sample_data import KAGGLE_SUBDIR
+
+CLI = str(Path(sys.executable).parent / "bcc-pipeline")
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_sample_data_writes_the_kaggle_layout(tmp_path):
+    completed = _run("sample-data", "out", "--per-class", "3", "--size", "64", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert "SYNTHETIC" in completed.stdout
+    images = sorted((tmp_path / "out" / KAGGLE_SUBDIR).glob("*/*.jpg"))
+    assert len(images) == 9
+    assert images[0].name == "brain_glioma_0001.jpg"
+
+
+def test_predict_prints_a_json_line_per_image_and_fails_for_bad_ones(sample_root, tmp_path):
+    torch.manual_seed(0)
+    module = BrainMRIClassifier(
+        ["brain_glioma", "brain_menin", "brain_tumor"],
+        image_size=32,
+        backbone="vit_tiny",
+        weights="none",
+    )
+    checkpoint = save_checkpoint(tmp_path / "model.pt", module, {})
+    good = sorted(sample_root.rglob("*.jpg"))[:2]
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    completed = _run(
+        "predict", "--checkpoint", str(checkpoint), *map(str, good), str(bad), cwd=tmp_path
+    )
+    assert completed.returncode == 1
+    lines = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [line["path"] for line in lines] == [*map(str, good), str(bad)]
+    assert all(line["prediction"] in line["probabilities"] for line in lines[:2])
+    assert "error" in lines[2]
+
+    ok = _run("predict", "--checkpoint", str(checkpoint), str(good[0]), cwd=tmp_path)
+    assert ok.returncode == 0
+
+
+def test_predict_with_a_missing_checkpoint_is_one_clear_line(tmp_path):
+    completed = _run("predict", "--checkpoint", str(tmp_path / "none.pt"), "x.jpg", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error:")
+    assert "Traceback" not in completed.stderr

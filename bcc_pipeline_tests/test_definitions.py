@@ -1,0 +1,102 @@
+"""The code location as Dagster's own CLI loads it, run the way users and CI run it."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import torch
+
+from bcc_pipeline.definitions import defs
+
+REPO = Path(__file__).resolve().parent.parent
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+PIPELINE = [
+    "raw_image_manifest",
+    "stratified_split",
+    "preprocessed_tensors",
+    "vit_checkpoint",
+    "test_metrics_report",
+]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    return {**os.environ, "DAGSTER_HOME": str(home), **extra}
+
+
+def test_definitions_hold_the_pipeline_in_one_group():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert set(PIPELINE) <= keys
+    for name in PIPELINE:
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == "brain_mri_classifier"
+        assert node.description
+    job = defs.resolve_job_def("training_job")
+    assert set(PIPELINE) <= {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+
+
+def test_data_assets_from_the_cli_with_only_paths_configured(messy_root, tmp_path):
+    root, expected = messy_root
+    config = (REPO / "bcc_pipeline_tests" / "data_assets.yaml").read_text()
+    config_file = tmp_path / "run.yaml"
+    artifacts = tmp_path / "artifacts"
+    config_file.write_text(
+        config.replace("DATA_DIR", str(root)).replace("ARTIFACTS_DIR", str(artifacts))
+    )
+    completed = subprocess.run(
+        [
+            DAGSTER,
+            "asset",
+            "materialize",
+            "-m",
+            "bcc_pipeline.definitions",
+            "--select",
+            "raw_image_manifest,stratified_split,preprocessed_tensors",
+            "-c",
+            str(config_file),
+        ],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    manifest = pd.read_parquet(next(artifacts.glob("raw_image_manifest/*/manifest.parquet")))
+    assert len(manifest) == sum(1 for p in root.rglob("*") if p.is_file())
+    statuses = dict(zip(manifest["path"], manifest["status"], strict=True))
+    assert all(statuses[path] == status for path, status in expected.items())
+    assert list(artifacts.glob("preprocessed_tensors/*/test_images.npy"))
+
+
+def test_training_job_from_the_cli_with_the_smoke_config(sample_root, tmp_path):
+    artifacts = tmp_path / "artifacts"
+    completed = subprocess.run(
+        [
+            DAGSTER,
+            "job",
+            "execute",
+            "-m",
+            "bcc_pipeline.definitions",
+            "-j",
+            "training_job",
+            "-c",
+            str(REPO / "configs" / "smoke.yaml"),
+        ],
+        cwd=tmp_path,
+        env=_env(tmp_path, BCC_DATA_DIR=str(sample_root), BCC_ARTIFACTS_DIR=str(artifacts)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    report = json.loads(next(artifacts.glob("test_metrics_report/*/report.json")).read_text())
+    assert report["n_test"] == 9
+    checkpoint = next(artifacts.glob("vit_checkpoint/*/model.pt"))
+    assert torch.load(checkpoint, weights_only=True)["class_names"] == report["class_names"]
