@@ -73,3 +73,22 @@ class AcceleratorResource(dg.ConfigurableResource):
             strategy=self.strategy,
             num_nodes=self.num_nodes,
         )
+
+
+class QualityGatesResource(dg.ConfigurableResource):
+    """Thresholds the asset checks and the promotion gate apply."""
+
+    min_images_per_class: int = Field(
+        default=20, description="Fewest usable images a class may have."
+    )
+    max_rejected_fraction: float = Field(
+        default=0.05, description="Largest share of files the manifest may reject (warns)."
+    )
+    split_tolerance: float = Field(
+        default=0.05,
+        description="Largest gap between a class's split share and the configured fraction.",
+    )
+    accuracy_floor: float = Field(
+        default=0.8,
+        description="Lowest test accuracy a retrained model may have and still be promoted.",
+    )

@@ -28,7 +28,7 @@ def raw_image_manifest(
         manifest = scan_folder(dataset.path)
         require_usable(manifest, dataset.path)
     seconds = time.perf_counter() - start
-    path = artifacts.run_dir("raw_image_manifest", context.run_id) / MANIFEST_FILE
+    path = artifacts.run_dir("raw_image_manifest", context.run.run_id) / MANIFEST_FILE
     write_parquet(path, manifest)
 
     by_status = manifest["status"].value_counts()

@@ -44,7 +44,7 @@ def test_metrics_report(
     labels = torch.from_numpy(tensors.labels("test"))
     report = classification_report(logits, labels, tensors.class_names)
 
-    folder = artifacts.run_dir("test_metrics_report", context.run_id)
+    folder = artifacts.run_dir("test_metrics_report", context.run.run_id)
     confusion = confusion_matrix_plot(report, folder / "confusion_matrix.png")
     per_class = per_class_plot(report, folder / "per_class.png")
     markdown = report_markdown(report)

@@ -62,7 +62,7 @@ def stratified_split(
                 "add images or change the fractions"
             )
     table = result.table
-    path = artifacts.run_dir("stratified_split", context.run_id) / SPLIT_FILE
+    path = artifacts.run_dir("stratified_split", context.run.run_id) / SPLIT_FILE
     write_parquet(path, table)
     if not result.conflicts.empty:
         context.log.warning(

@@ -41,7 +41,7 @@ def preprocessed_tensors(
     if config.image_size < 32 or config.image_size % 16:
         raise dg.Failure(f"image_size must be a multiple of 16 from 32 up; got {config.image_size}")
     table = pd.read_parquet(stratified_split)
-    folder = artifacts.run_dir("preprocessed_tensors", context.run_id)
+    folder = artifacts.run_dir("preprocessed_tensors", context.run.run_id)
     start = time.perf_counter()
     with user_errors(ImageChangedError):
         write_tensor_splits(

@@ -91,7 +91,7 @@ def vit_checkpoint(
         f"training {settings.backbone} (trainable_blocks {settings.trainable_blocks}) on "
         f"{device.accelerator} x{device.world_size}, strategy {device.strategy}"
     )
-    folder = artifacts.run_dir("vit_checkpoint", context.run_id)
+    folder = artifacts.run_dir("vit_checkpoint", context.run.run_id)
     # A spawned DDP worker cannot carry Dagster's logger; it logs through Python logging.
     log = context.log.info if device.world_size == 1 else training_logger.info
     with (
@@ -120,7 +120,7 @@ def vit_checkpoint(
             "split_fingerprint": tensors.fingerprint,
             "training": result.settings,
             "metrics": summary,
-            "run_id": context.run_id,
+            "run_id": context.run.run_id,
         },
     )
     context.log.info(

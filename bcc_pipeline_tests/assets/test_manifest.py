@@ -3,23 +3,17 @@ import pandas as pd
 import pytest
 
 from bcc_pipeline.assets.manifest import raw_image_manifest
-from bcc_pipeline.resources import ArtifactsResource, DatasetResource
 from bcc_pipeline_tests.assets.conftest import materialization, pipeline_assets, resources
 
 
-def test_direct_call_records_every_file_and_the_rejections(messy_root, tmp_path):
+def test_manifest_records_every_file_and_the_rejections(messy_root, tmp_path):
     root, expected = messy_root
-    with dg.build_asset_context() as context:
-        output = raw_image_manifest(
-            context,
-            dataset=DatasetResource(data_dir=str(root)),
-            artifacts=ArtifactsResource(root=str(tmp_path)),
-        )
-    metadata = {key: value.value for key, value in output.metadata.items()}
-    manifest = pd.read_parquet(output.value)
+    result = dg.materialize([raw_image_manifest], resources=resources(root, tmp_path))
+    metadata = materialization(result, "raw_image_manifest")
+    manifest = pd.read_parquet(result.output_for_node("raw_image_manifest"))
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     assert set(manifest["path"]) == files
-    assert metadata["artifact_path"] == output.value
+    assert metadata["artifact_path"] == result.output_for_node("raw_image_manifest")
     assert metadata["rejected_files"] == sum(s != "ok" for s in expected.values())
     assert metadata["usable_images"] + metadata["rejected_files"] == len(files)
     assert "brain_glioma" in metadata["images_per_class"]

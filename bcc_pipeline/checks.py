@@ -1,0 +1,141 @@
+"""Asset checks, beside the assets they check; the report gate also decides promotion."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import torch
+
+from bcc_pipeline.data.split import SPLITS
+from bcc_pipeline.ml.checkpoint import read_checkpoint
+from bcc_pipeline.resources import QualityGatesResource
+
+WARN = dg.AssetCheckSeverity.WARN
+
+
+@dg.asset_check(asset="raw_image_manifest", description="Every class has enough usable images.")
+def enough_images_per_class(
+    raw_image_manifest: str, quality: QualityGatesResource
+) -> dg.AssetCheckResult:
+    manifest = pd.read_parquet(raw_image_manifest)
+    counts = manifest[manifest["status"] == "ok"].groupby("label").size()
+    short = counts[counts < quality.min_images_per_class]
+    return dg.AssetCheckResult(
+        passed=short.empty,
+        metadata={
+            "fewest": int(counts.min()),
+            "minimum": quality.min_images_per_class,
+            "short_classes": dg.MetadataValue.json(short.to_dict()),
+        },
+    )
+
+
+@dg.asset_check(asset="raw_image_manifest", description="Few files are rejected.")
+def rejected_fraction_is_small(
+    raw_image_manifest: str, quality: QualityGatesResource
+) -> dg.AssetCheckResult:
+    manifest = pd.read_parquet(raw_image_manifest)
+    fraction = float((manifest["status"] != "ok").mean())
+    return dg.AssetCheckResult(
+        passed=fraction <= quality.max_rejected_fraction,
+        severity=WARN,
+        metadata={"rejected_fraction": fraction, "threshold": quality.max_rejected_fraction},
+    )
+
+
+@dg.asset_check(
+    asset="stratified_split",
+    blocking=True,
+    description="No duplicate group (identical or near-identical images) spans two splits.",
+)
+def no_leak_across_splits(stratified_split: str) -> dg.AssetCheckResult:
+    table = pd.read_parquet(stratified_split)
+    splits_per_group = table.groupby("group")["split"].nunique()
+    splits_per_digest = table.groupby("sha256")["split"].nunique()
+    leaking = sorted(set(splits_per_group[splits_per_group > 1].index))
+    return dg.AssetCheckResult(
+        passed=not leaking and int(splits_per_digest.max()) == 1,
+        metadata={"leaking_groups": dg.MetadataValue.json(leaking[:20])},
+    )
+
+
+@dg.asset_check(
+    asset="stratified_split",
+    description="Each class's share of each split is close to the configured fraction.",
+)
+def split_proportions_within_tolerance(
+    stratified_split: str, quality: QualityGatesResource
+) -> dg.AssetCheckResult:
+    table = pd.read_parquet(stratified_split)
+    shares = pd.crosstab(table["label"], table["split"], normalize="index")
+    shares = shares.reindex(columns=list(SPLITS), fill_value=0.0)
+    configured = pd.Series(table.attrs["fractions"])[list(SPLITS)]
+    worst = float((shares - configured).abs().to_numpy().max())
+    return dg.AssetCheckResult(
+        passed=worst <= quality.split_tolerance,
+        metadata={
+            "configured": dg.MetadataValue.json(table.attrs["fractions"]),
+            "largest_gap": worst,
+            "tolerance": quality.split_tolerance,
+            "shares": dg.MetadataValue.md(shares.round(3).reset_index().to_markdown(index=False)),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="stratified_split", description="No image content is left in with two labels."
+)
+def no_conflicting_labels(stratified_split: str) -> dg.AssetCheckResult:
+    table = pd.read_parquet(stratified_split)
+    labels_per_group = table.groupby("group")["label"].nunique()
+    conflicts = labels_per_group[labels_per_group > 1]
+    return dg.AssetCheckResult(
+        passed=conflicts.empty, metadata={"conflicting_groups": len(conflicts)}
+    )
+
+
+@dg.asset_check(asset="vit_checkpoint", description="Every weight is a finite number.")
+def weights_are_finite(vit_checkpoint: str) -> dg.AssetCheckResult:
+    state = read_checkpoint(vit_checkpoint)["state_dict"]
+    bad = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={"tensors": len(state), "non_finite": dg.MetadataValue.json(bad[:20])},
+    )
+
+
+@dg.asset_check(asset="vit_checkpoint", description="Best validation accuracy beats chance.")
+def validation_accuracy_above_chance(vit_checkpoint: str) -> dg.AssetCheckResult:
+    payload = read_checkpoint(vit_checkpoint)
+    chance = 1.0 / len(payload["class_names"])
+    accuracy = float(payload["metrics"]["best_val_acc"])
+    return dg.AssetCheckResult(
+        passed=accuracy > chance, metadata={"best_val_acc": accuracy, "chance": chance}
+    )
+
+
+def accuracy_gate(report: dict, floor: float) -> list[str]:
+    """Why a report fails the promotion gate; empty when it passes."""
+    if report["accuracy"] < floor:
+        return [f"test accuracy {report['accuracy']:.4f} is below the floor {floor:.4f}"]
+    return []
+
+
+@dg.asset_check(
+    asset="test_metrics_report",
+    description="Test accuracy is at or above the floor a retrained model must reach.",
+)
+def accuracy_meets_floor(
+    test_metrics_report: str, quality: QualityGatesResource
+) -> dg.AssetCheckResult:
+    report = json.loads(Path(test_metrics_report).read_text())
+    failures = accuracy_gate(report, quality.accuracy_floor)
+    return dg.AssetCheckResult(
+        passed=not failures,
+        metadata={
+            "accuracy": report["accuracy"],
+            "floor": quality.accuracy_floor,
+            "reason": "; ".join(failures) or "meets the floor",
+        },
+    )
