@@ -75,28 +75,37 @@ def test_data_assets_from_the_cli_with_only_paths_configured(messy_root, tmp_pat
     assert list(artifacts.glob("preprocessed_tensors/*/test_images.npy"))
 
 
-def test_training_job_from_the_cli_with_the_smoke_config(sample_root, tmp_path):
+def _execute_training_job(config: Path, data_dir: Path, tmp_path: Path) -> tuple[dict, dict]:
+    """`dagster job execute` as CI runs it; returns the report and the checkpoint."""
     artifacts = tmp_path / "artifacts"
+    command = [DAGSTER, "job", "execute", "-m", "bcc_pipeline.definitions", "-j", "training_job"]
     completed = subprocess.run(
-        [
-            DAGSTER,
-            "job",
-            "execute",
-            "-m",
-            "bcc_pipeline.definitions",
-            "-j",
-            "training_job",
-            "-c",
-            str(REPO / "configs" / "smoke.yaml"),
-        ],
+        [*command, "-c", str(config)],
         cwd=tmp_path,
-        env=_env(tmp_path, BCC_DATA_DIR=str(sample_root), BCC_ARTIFACTS_DIR=str(artifacts)),
+        env=_env(tmp_path, BCC_DATA_DIR=str(data_dir), BCC_ARTIFACTS_DIR=str(artifacts)),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     report = json.loads(next(artifacts.glob("test_metrics_report/*/report.json")).read_text())
+    checkpoint = torch.load(next(artifacts.glob("vit_checkpoint/*/model.pt")), weights_only=True)
+    assert checkpoint["class_names"] == report["class_names"]
+    return report, checkpoint
+
+
+def test_training_job_from_the_cli_with_the_smoke_config(sample_root, tmp_path):
+    report, checkpoint = _execute_training_job(
+        REPO / "configs" / "smoke.yaml", sample_root, tmp_path
+    )
     assert report["n_test"] == 9
-    checkpoint = next(artifacts.glob("vit_checkpoint/*/model.pt"))
-    assert torch.load(checkpoint, weights_only=True)["class_names"] == report["class_names"]
+    assert checkpoint["metrics"]["world_size"] == 1
+
+
+def test_ddp_on_two_cpu_processes_under_the_multiprocess_executor(sample_root, tmp_path):
+    report, checkpoint = _execute_training_job(
+        REPO / "bcc_pipeline_tests" / "ddp_multiprocess.yaml", sample_root, tmp_path
+    )
+    assert checkpoint["metrics"]["world_size"] == 2
+    assert checkpoint["metrics"]["epochs_run"] == 2
+    assert report["n_test"] == 9 and sum(map(sum, report["confusion_matrix"])) == 9

@@ -1,7 +1,7 @@
 """vit_checkpoint: fine-tune the backbone on the preprocessed tensors; keep the best epoch."""
 
-import logging
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +23,6 @@ from bcc_pipeline.ml.training import TrainingSettings, fit_classifier
 from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource
 
 CHECKPOINT_FILE = "model.pt"
-training_logger = logging.getLogger("bcc_pipeline.training")
 
 
 class TrainingConfig(dg.Config):
@@ -92,8 +91,8 @@ def vit_checkpoint(
         f"{device.accelerator} x{device.world_size}, strategy {device.strategy}"
     )
     folder = artifacts.run_dir("vit_checkpoint", context.run.run_id)
-    # A spawned DDP worker cannot carry Dagster's logger; it logs through Python logging.
-    log = context.log.info if device.world_size == 1 else training_logger.info
+    # A spawned DDP worker cannot carry Dagster's logger; its stdout is in the run's logs.
+    log = context.log.info if device.world_size == 1 else partial(print, flush=True)
     with (
         tempfile.TemporaryDirectory(dir=folder, prefix=".work-") as work_dir,
         user_errors(WeightsUnavailableError),

@@ -15,13 +15,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bcc_pipeline.data.split import SPLITS
-from bcc_pipeline.data.tensors import TensorSplits
+from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 
 
 class MirroredView:
     """A read-only array whose items are the source items flipped left-right."""
 
-    def __init__(self, source: np.ndarray) -> None:
+    def __init__(self, source: MappedArray | np.ndarray) -> None:
         self.source = source
 
     def __len__(self) -> int:
@@ -33,7 +33,7 @@ class MirroredView:
 
 @dataclass
 class SplitViews:
-    views: Sequence[np.ndarray | MirroredView]
+    views: Sequence[np.ndarray | MappedArray | MirroredView]
     labels: np.ndarray
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from bcc_pipeline.data.split import SPLITS
-from bcc_pipeline.data.tensors import TensorSplits
+from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.datamodule import MirroredView, SplitViews
 from bcc_pipeline.ml.module import BrainMRIClassifier
 
@@ -27,18 +27,19 @@ def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCo
 @torch.inference_mode()
 def extract_features(
     module: BrainMRIClassifier,
-    images: np.ndarray | MirroredView,
+    images: MappedArray | MirroredView,
     device: torch.device,
     dtype: torch.dtype = torch.bfloat16,
     batch_size: int = 64,
     spill_to: Path | None = None,
-) -> np.ndarray:
+) -> np.ndarray | MappedArray:
     """float16 frozen-prefix outputs for every image, in order. Above IN_MEMORY_LIMIT_BYTES
     they go to a memory-mapped file at `spill_to` instead of RAM."""
     module = module.to(device).eval()
     probe = torch.from_numpy(np.array(images[0]))[None].to(device)
     shape = (len(images), *module.frozen_features(probe).shape[1:])
-    if spill_to is not None and np.prod(shape) * 2 > IN_MEMORY_LIMIT_BYTES:
+    spill = spill_to is not None and np.prod(shape) * 2 > IN_MEMORY_LIMIT_BYTES
+    if spill:
         features = np.lib.format.open_memmap(spill_to, mode="w+", dtype=np.float16, shape=shape)
     else:
         features = np.empty(shape, dtype=np.float16)
@@ -48,6 +49,9 @@ def extract_features(
         pixels = torch.from_numpy(batch).to(device, non_blocking=True)
         with _autocast(device, dtype):
             features[start:stop] = module.frozen_features(pixels).float().cpu().numpy()
+    if spill:
+        features.flush()
+        return MappedArray(spill_to)
     return features
 
 
