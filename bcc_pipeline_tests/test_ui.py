@@ -38,10 +38,9 @@ SERVER_START_S = 120
 RUN_TIMEOUT_S = 360
 UI_TIMEOUT_MS = 60_000
 
-# configs/smoke.yaml plus two things a user would type for a quick run: the in-process executor
-# (the default multiprocess one starts a fresh Python, torch and all, for each of the 14 steps:
-# minutes on 2 cores instead of seconds) and an accuracy floor of 0 so that production_model
-# promotes whatever two epochs on synthetic images achieve.
+# configs/smoke.yaml, the job's default in-process executor spelled out (the launchpad submits
+# what the editor holds), and an accuracy floor of 0 so that production_model promotes whatever
+# two epochs on synthetic images achieve.
 RUN_CONFIG = """\
 execution: {config: {in_process: {}}}
 resources:
