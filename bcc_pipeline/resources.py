@@ -2,6 +2,7 @@
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -43,7 +44,7 @@ class ArtifactsResource(dg.ConfigurableResource):
 class AcceleratorResource(dg.ConfigurableResource):
     """Device settings handed to the Lightning Trainer; the device is config, never code."""
 
-    accelerator: str = Field(
+    accelerator: Literal["auto", "cpu", "gpu", "mps"] = Field(
         default="auto",
         description="auto, cpu, gpu (CUDA) or mps. auto picks a GPU, then MPS, then the CPU.",
     )

@@ -14,6 +14,17 @@ from bcc_pipeline.data.tensors import TensorSplits, write_tensor_splits
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR, generate_sample_dataset
 
 FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
+REPORT_KEYS = {
+    # report.json's keys, fixed by DESIGN.md: other people's scripts read them.
+    "accuracy",
+    "accuracy_ci95",
+    "loss",
+    "macro_f1",
+    "class_names",
+    "per_class",
+    "confusion_matrix",
+    "n_test",
+}
 
 
 @pytest.fixture(scope="session")

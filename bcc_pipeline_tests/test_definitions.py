@@ -107,5 +107,6 @@ def test_ddp_on_two_cpu_processes_under_the_multiprocess_executor(sample_root, t
         REPO / "bcc_pipeline_tests" / "ddp_multiprocess.yaml", sample_root, tmp_path
     )
     assert checkpoint["metrics"]["world_size"] == 2
+    assert checkpoint["metrics"]["used_feature_cache"]
     assert checkpoint["metrics"]["epochs_run"] == 2
     assert report["n_test"] == 9 and sum(map(sum, report["confusion_matrix"])) == 9

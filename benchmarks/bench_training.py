@@ -302,6 +302,7 @@ def full_size_head_epoch_seconds(args: argparse.Namespace) -> float:
     fit_classifier (its Trainer, early stopping and checkpointing) on random float16 features
     of the real shapes, with cached_feature_splits replaced so that no image is needed. An
     epoch on cached features costs mostly per-batch overhead, which the small run cannot show."""
+    import logging
     import tempfile
     from unittest import mock
 
@@ -334,6 +335,8 @@ def full_size_head_epoch_seconds(args: argparse.Namespace) -> float:
             "test": split(FULL["test"], 1),
         }
 
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no Trainer banners in the report
     settings = training.TrainingSettings(
         backbone=args.backbone,
         weights="none",
@@ -442,7 +445,17 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     head_epoch_full = full_size_head_epoch_seconds(args)
-    print(f"    {head_epoch_full:.2f}s per epoch\n", flush=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        head_epoch_one_thread = full_size_head_epoch_seconds(args)
+    finally:
+        torch.set_num_threads(threads)
+    print(
+        f"    {head_epoch_full:.2f}s per epoch ({threads} threads); what-if with 1 thread: "
+        f"{head_epoch_one_thread:.2f}s\n",
+        flush=True,
+    )
 
     metrics = pipe["metrics"]
     epochs = int(metrics["epochs_run"])
@@ -508,6 +521,14 @@ def main(argv: list[str] | None = None) -> int:
         variant_row(
             f"(d) head training per epoch at {FULL['train']}/{FULL['val']}",
             head_epoch_full,
+            train_images=FULL["train"],
+            epochs_run=1,
+        )
+    )
+    rows.append(
+        variant_row(
+            "(d) same with torch.set_num_threads(1) (what-if, not the pipeline)",
+            head_epoch_one_thread,
             train_images=FULL["train"],
             epochs_run=1,
         )

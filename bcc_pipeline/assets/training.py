@@ -2,6 +2,7 @@
 
 import tempfile
 from functools import partial
+from typing import Literal
 from pathlib import Path
 
 import dagster as dg
@@ -52,7 +53,7 @@ class TrainingConfig(dg.Config):
         default=True, description="Random left-right flip of training images (never val/test)."
     )
     num_workers: int = Field(default=0, description="DataLoader worker processes.")
-    feature_cache: str = Field(
+    feature_cache: Literal["auto", "off"] = Field(
         default="auto",
         description=(
             "auto: when a frozen prefix exists, compute it once per image and view (image and "

@@ -23,8 +23,11 @@ from bcc_pipeline.ml.features import cached_feature_splits
 from bcc_pipeline.ml.module import BrainMRIClassifier
 
 logger = logging.getLogger(__name__)
-# Frozen blocks are kept in eval mode on purpose (see ClassifierNet.train).
+# Frozen blocks are kept in eval mode on purpose (see ClassifierNet.train); the other two are
+# Lightning's own chatter (a torch deprecation inside Lightning, an advert), not the user's.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)

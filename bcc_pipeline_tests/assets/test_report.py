@@ -4,17 +4,7 @@ from pathlib import Path
 import pandas as pd
 
 from bcc_pipeline_tests.assets.conftest import materialization
-
-REPORT_KEYS = {
-    "accuracy",
-    "accuracy_ci95",
-    "loss",
-    "macro_f1",
-    "class_names",
-    "per_class",
-    "confusion_matrix",
-    "n_test",
-}
+from bcc_pipeline_tests.conftest import REPORT_KEYS
 
 
 def test_report_is_complete_and_agrees_with_the_split(pipeline_run):
