@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     require_cuda()
+    import numpy as np
     import torch
 
     from bcc_pipeline.data.manifest import require_usable, scan_folder
@@ -136,13 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     sources = [(split, tensors.images(split)) for split in ("train", "val", "test")]
     sources.append(("train, mirror view", MirroredView(tensors.images("train"))))
     for name, images in sources:
+        if len(images) == 0:
+            continue
         begin = time.perf_counter()
         features = extract_features(
             module, images, device.torch_device, device.inference_dtype, args.batch_size
         )
         torch.cuda.synchronize()
         seconds = time.perf_counter() - begin
-        if not bool(torch.isfinite(torch.from_numpy(features).float()).all()):
+        if not np.isfinite(np.asarray(features, dtype=np.float32)).all():
             raise SystemExit(f"non-finite features from the {name} split")
         total_images += len(images)
         total_seconds += seconds

@@ -2,8 +2,8 @@
 
 import tempfile
 from functools import partial
-from typing import Literal
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field

@@ -16,6 +16,8 @@ from bcc_pipeline.ml.module import BrainMRIClassifier
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
 """Caches larger than this are memory-mapped files, not RAM."""
+PENDING_BYTES = 64 * 1024**2
+"""Device outputs gathered before one copy back to the host."""
 
 
 def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
@@ -36,23 +38,33 @@ def extract_features(
     """float16 frozen-prefix outputs for every image, in order. Above IN_MEMORY_LIMIT_BYTES
     they go to a memory-mapped file at `spill_to` instead of RAM."""
     module = module.to(device).eval()
-    probe = torch.from_numpy(np.array(images[0]))[None].to(device)
-    shape = (len(images), *module.frozen_features(probe).shape[1:])
-    spill = spill_to is not None and np.prod(shape) * 2 > IN_MEMORY_LIMIT_BYTES
-    if spill:
-        features = np.lib.format.open_memmap(spill_to, mode="w+", dtype=np.float16, shape=shape)
-    else:
-        features = np.empty(shape, dtype=np.float16)
+    features: np.ndarray | None = None
+    pending: list[torch.Tensor] = []  # outputs still on the device
+    written = 0
     for start in range(0, len(images), batch_size):
-        stop = min(start + batch_size, len(images))
-        batch = np.stack([images[i] for i in range(start, stop)])
-        pixels = torch.from_numpy(batch).to(device, non_blocking=True)
+        batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+        if device.type == "cuda":
+            batch = batch.pin_memory()
         with _autocast(device, dtype):
-            features[start:stop] = module.frozen_features(pixels).float().cpu().numpy()
-    if spill:
+            pending.append(module.frozen_features(batch.to(device, non_blocking=True)).half())
+        if features is None:
+            features = _allocate((len(images), *pending[0].shape[1:]), spill_to)
+        # Copy back only now and then: no host sync per batch, so transfers overlap compute.
+        if sum(t.nbytes for t in pending) >= PENDING_BYTES or start + batch_size >= len(images):
+            for output in pending:
+                features[written : written + len(output)] = output.cpu().numpy()
+                written += len(output)
+            pending.clear()
+    if isinstance(features, np.memmap):
         features.flush()
-        return MappedArray(spill_to)
+        return MappedArray(features.filename)
     return features
+
+
+def _allocate(shape: tuple[int, ...], spill_to: Path | None) -> np.ndarray:
+    if spill_to is not None and np.prod(shape) * 2 > IN_MEMORY_LIMIT_BYTES:
+        return np.lib.format.open_memmap(spill_to, mode="w+", dtype=np.float16, shape=shape)
+    return np.empty(shape, dtype=np.float16)
 
 
 def cached_feature_splits(

@@ -88,6 +88,21 @@ class BrainMRIClassifier(pl.LightningModule):
         self.log("test_loss", loss, on_epoch=True, sync_dist=True)
         self.log("test_acc", self.test_accuracy, on_epoch=True)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Frozen weights never change, so a checkpoint of the trained part is enough; this
+        spares writing the whole backbone each time val_loss improves."""
+        frozen = {name for name, p in self.named_parameters() if not p.requires_grad}
+        checkpoint["state_dict"] = {
+            name: value for name, value in checkpoint["state_dict"].items() if name not in frozen
+        }
+
+    def load_trained_state(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load a checkpoint written by on_save_checkpoint: everything but the frozen weights."""
+        frozen = {name for name, p in self.named_parameters() if not p.requires_grad}
+        result = self.load_state_dict(state_dict, strict=False)
+        if result.unexpected_keys or set(result.missing_keys) - frozen:
+            raise RuntimeError(f"checkpoint does not match the model: {result}")
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         trainable = [p for p in self.parameters() if p.requires_grad]
         return torch.optim.Adam(trainable, lr=self.hparams.learning_rate)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -93,56 +94,66 @@ class EpochProgress(Callback):
         )
 
 
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """A head on cached features does tiny matrix work per step, where thread hand-offs cost
+    more than they give (10x slower epochs on a busy 2-core machine); None leaves it alone."""
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _history(log_dir: Path) -> pd.DataFrame:
     """Per-epoch train and val metrics from the CSV logger, one row per epoch."""
     frame = pd.read_csv(log_dir / "metrics.csv")
     return frame.groupby("epoch").max(numeric_only=True).drop(columns=["step"]).reset_index()
 
 
-def fit_classifier(
+def build_datamodule(
+    module: BrainMRIClassifier,
     tensors: TensorSplits,
     settings: TrainingSettings,
     device: TrainerDevice,
     work_dir: Path,
-    log: Callable[[str], None] = logger.info,
-) -> FitResult:
-    """Train, keep the best val_loss epoch, and return the model holding those weights."""
-    settings.check(tensors.image_size)
-    pl.seed_everything(settings.seed, workers=True, verbose=False)
-    module = BrainMRIClassifier(
-        class_names=tensors.class_names,
-        image_size=tensors.image_size,
-        backbone=settings.backbone,
-        weights=settings.weights,
-        trainable_blocks=settings.trainable_blocks,
-        learning_rate=settings.learning_rate,
-    )
-    use_cache = settings.feature_cache == "auto" and module.net.cacheable
-    feature_seconds = 0.0
-    if use_cache:
-        start = time.perf_counter()
-        splits = cached_feature_splits(
-            module,
-            tensors,
-            device.torch_device,
-            device.inference_dtype,
-            settings.horizontal_flip,
-            work_dir,
-            settings.feature_batch_size,
-        )
-        feature_seconds = time.perf_counter() - start
-        module = module.cpu()
-        module.hparams.train_on_features = True
-        log(
-            f"cached frozen-prefix features in {feature_seconds:.1f}s "
-            f"({device.inference_dtype}, views per train image: {len(splits['train'].views)})"
-        )
-        datamodule = MRIDataModule(splits, settings.batch_size, settings.num_workers)
-    else:
+    log: Callable[[str], None],
+) -> tuple[MRIDataModule, float]:
+    """Batches of cached frozen-prefix features when there is a frozen prefix to cache
+    (switching the module to train on them), else of images; and the caching seconds."""
+    if settings.feature_cache == "off" or not module.net.cacheable:
         datamodule = MRIDataModule.from_tensors(
             tensors, settings.batch_size, settings.horizontal_flip, settings.num_workers
         )
+        return datamodule, 0.0
+    start = time.perf_counter()
+    splits = cached_feature_splits(
+        module,
+        tensors,
+        device.torch_device,
+        device.inference_dtype,
+        settings.horizontal_flip,
+        work_dir,
+        settings.feature_batch_size,
+    )
+    seconds = time.perf_counter() - start
+    module.cpu().hparams.train_on_features = True
+    log(
+        f"cached frozen-prefix features in {seconds:.1f}s ({device.inference_dtype}, "
+        f"{len(splits['train'].views)} views per training image)"
+    )
+    return MRIDataModule(splits, settings.batch_size, settings.num_workers), seconds
 
+
+def build_trainer(
+    settings: TrainingSettings,
+    device: TrainerDevice,
+    work_dir: Path,
+    log: Callable[[str], None],
+) -> tuple[pl.Trainer, ModelCheckpoint, CSVLogger]:
+    """The Trainer from config: early stopping and best-val_loss checkpointing."""
     checkpoint = ModelCheckpoint(
         dirpath=work_dir / "lightning",
         filename="best-{epoch}",
@@ -168,12 +179,38 @@ def fit_classifier(
         log_every_n_steps=1,
         default_root_dir=work_dir,
     )
+    return trainer, checkpoint, csv_logger
+
+
+def fit_classifier(
+    tensors: TensorSplits,
+    settings: TrainingSettings,
+    device: TrainerDevice,
+    work_dir: Path,
+    log: Callable[[str], None] = logger.info,
+) -> FitResult:
+    """Train, keep the best val_loss epoch, and return the model holding those weights."""
+    settings.check(tensors.image_size)
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    module = BrainMRIClassifier(
+        class_names=tensors.class_names,
+        image_size=tensors.image_size,
+        backbone=settings.backbone,
+        weights=settings.weights,
+        trainable_blocks=settings.trainable_blocks,
+        learning_rate=settings.learning_rate,
+    )
+    datamodule, feature_seconds = build_datamodule(module, tensors, settings, device, work_dir, log)
+    trainer, checkpoint, csv_logger = build_trainer(settings, device, work_dir, log)
+    used_feature_cache = bool(module.hparams.train_on_features)
+    head_only = used_feature_cache and settings.trainable_blocks == 0
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    with _torch_threads(1 if head_only else None):
+        trainer.fit(module, datamodule=datamodule)
     train_seconds = time.perf_counter() - start
 
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
-    module.load_state_dict(best["state_dict"])
+    module.load_trained_state(best["state_dict"])
     module.hparams.train_on_features = False
     history = _history(Path(csv_logger.log_dir))
     best_row = history.loc[history["val_loss"].idxmin()]
@@ -188,7 +225,7 @@ def fit_classifier(
         history=history,
         train_seconds=train_seconds,
         feature_seconds=feature_seconds,
-        used_feature_cache=use_cache,
+        used_feature_cache=used_feature_cache,
         world_size=device.world_size,
         images_per_second=seen / max(train_seconds + feature_seconds, 1e-9),
         settings=asdict(settings),

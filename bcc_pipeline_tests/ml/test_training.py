@@ -80,3 +80,14 @@ def test_last_blocks_train_on_cached_tokens(sample_tensors, tmp_path):
     assert result.used_feature_cache
     report = _test_report(result, sample_tensors)
     assert report["n_test"] == 9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_training_matches_the_cpu_recipe(sample_tensors, tmp_path):
+    gpu = TrainerDevice.resolve(accelerator="gpu", devices="1", precision="bf16-mixed")
+    work = tmp_path / "gpu"
+    work.mkdir()
+    result = fit_classifier(sample_tensors, dataclasses.replace(TINY, max_epochs=2), gpu, work)
+    assert result.used_feature_cache
+    assert _test_report(result, sample_tensors)["n_test"] == 9
