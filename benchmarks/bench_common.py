@@ -283,13 +283,14 @@ def training_job_config(
     *,
     backbone: str = "vit_b_16",
     epochs: int = 10,
+    patience: int = 3,
     batch_size: int = 16,
     image_size: int = 224,
     seed: int = 42,
 ) -> dict:
     """Run config of the seed recipe for training_job: 70/20/10 split, head only on a backbone
     with random weights (weights: none; nothing can be downloaded), Adam 1e-4, early stopping
-    patience 3, CPU, the feature cache left at its default (auto)."""
+    (patience 3 in the recipe), CPU, the feature cache left at its default (auto)."""
     return {
         "resources": {
             "dataset": {"config": {"data_dir": str(data)}},
@@ -312,7 +313,7 @@ def training_job_config(
                     "weights": "none",
                     "trainable_blocks": 0,
                     "max_epochs": epochs,
-                    "early_stopping_patience": 3,
+                    "early_stopping_patience": patience,
                     "batch_size": batch_size,
                     "learning_rate": 0.0001,
                     "seed": seed,

@@ -39,15 +39,21 @@ def test_metrics_report(
             f"are of split {tensors.fingerprint}: evaluating it here would leak training images"
         )
     with user_errors(DeviceConfigError):
-        device = accelerator.trainer_device().torch_device
-    logits = predict_logits(module, tensors.images("test"), device)
+        device = accelerator.trainer_device()
+    # The same reduced precision the frozen backbone ran in while the head was trained.
+    logits = predict_logits(
+        module, tensors.images("test"), device.torch_device, device.inference_dtype
+    )
     labels = torch.from_numpy(tensors.labels("test"))
     report = classification_report(logits, labels, tensors.class_names)
 
     folder = artifacts.run_dir("test_metrics_report", context.run.run_id)
     confusion = confusion_matrix_plot(report, folder / "confusion_matrix.png")
     per_class = per_class_plot(report, folder / "per_class.png")
-    markdown = report_markdown(report)
+    precision = str(device.inference_dtype).removeprefix("torch.")
+    markdown = report_markdown(
+        report, f"Test metrics ({precision} inference on {device.accelerator})"
+    )
     figures = f"\n![confusion matrix]({confusion.name})\n\n![per-class scores]({per_class.name})\n"
     write_text(folder / "report.md", markdown + figures)
     path = write_json(folder / REPORT_FILE, report)
@@ -71,5 +77,6 @@ def test_metrics_report(
             "n_test": report["n_test"],
             "report": dg.MetadataValue.md(markdown + "\n" + inline_figures),
             "report_md": dg.MetadataValue.path(str(folder / "report.md")),
+            "inference_dtype": str(device.inference_dtype).removeprefix("torch."),
         },
     )

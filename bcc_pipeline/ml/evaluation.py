@@ -16,19 +16,26 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
+from bcc_pipeline.data.tensors import MappedArray
+from bcc_pipeline.ml.devices import autocast
 from bcc_pipeline.ml.module import BrainMRIClassifier
 
 
 @torch.inference_mode()
 def predict_logits(
-    module: BrainMRIClassifier, images: np.ndarray, device: torch.device, batch_size: int = 64
+    module: BrainMRIClassifier,
+    images: np.ndarray | MappedArray,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = 64,
 ) -> torch.Tensor:
-    """Logits of the whole model (float32) for uint8 NCHW images."""
+    """Logits of the whole model for uint8 NCHW images, computed under `dtype` autocast."""
     module = module.to(device).eval()
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))
-        outputs.append(module(batch.to(device)).float().cpu())
+        with autocast(device, dtype):
+            outputs.append(module(batch.to(device)).float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0, len(module.hparams.class_names))
 
 

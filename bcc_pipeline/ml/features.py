@@ -3,7 +3,6 @@ in reduced precision, instead of once per image per epoch."""
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +11,13 @@ import torch
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.datamodule import MirroredView, SplitViews
+from bcc_pipeline.ml.devices import autocast
 from bcc_pipeline.ml.module import BrainMRIClassifier
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
 """Caches larger than this are memory-mapped files, not RAM."""
 PENDING_BYTES = 64 * 1024**2
 """Device outputs gathered before one copy back to the host."""
-
-
-def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.inference_mode()
@@ -45,7 +39,7 @@ def extract_features(
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))
         if device.type == "cuda":
             batch = batch.pin_memory()
-        with _autocast(device, dtype):
+        with autocast(device, dtype):
             pending.append(module.frozen_features(batch.to(device, non_blocking=True)).half())
         if features is None:
             features = _allocate((len(images), *pending[0].shape[1:]), spill_to)
