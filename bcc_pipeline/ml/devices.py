@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 
@@ -151,13 +150,6 @@ class TrainerDevice:
             "strategy": self.strategy,
             "num_nodes": self.num_nodes,
         }
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """Reduced-precision inference on `device`, or nothing for float32."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _launchable_strategy(strategy: str, world_size: int) -> str:

@@ -17,7 +17,6 @@ from torchmetrics.classification import (
 )
 
 from bcc_pipeline.data.tensors import MappedArray
-from bcc_pipeline.ml.devices import autocast
 from bcc_pipeline.ml.module import BrainMRIClassifier
 
 
@@ -29,13 +28,12 @@ def predict_logits(
     dtype: torch.dtype = torch.float32,
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """Logits of the whole model for uint8 NCHW images, computed under `dtype` autocast."""
-    module = module.to(device).eval()
+    """Logits of the whole model for uint8 NCHW images, with its weights in `dtype`."""
+    module = module.for_inference(device, dtype)
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))
-        with autocast(device, dtype):
-            outputs.append(module(batch.to(device)).float().cpu())
+        outputs.append(module(batch.to(device)).float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0, len(module.hparams.class_names))
 
 

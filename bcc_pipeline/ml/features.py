@@ -11,7 +11,6 @@ import torch
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.datamodule import MirroredView, SplitViews
-from bcc_pipeline.ml.devices import autocast
 from bcc_pipeline.ml.module import BrainMRIClassifier
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
@@ -31,7 +30,7 @@ def extract_features(
 ) -> np.ndarray | MappedArray:
     """float16 frozen-prefix outputs for every image, in order. Above IN_MEMORY_LIMIT_BYTES
     they go to a memory-mapped file at `spill_to` instead of RAM."""
-    module = module.to(device).eval()
+    module = module.for_inference(device, dtype)
     features: np.ndarray | None = None
     pending: list[torch.Tensor] = []  # outputs still on the device
     written = 0
@@ -39,8 +38,7 @@ def extract_features(
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))
         if device.type == "cuda":
             batch = batch.pin_memory()
-        with autocast(device, dtype):
-            pending.append(module.frozen_features(batch.to(device, non_blocking=True)).half())
+        pending.append(module.frozen_features(batch.to(device, non_blocking=True)).half())
         if features is None:
             features = _allocate((len(images), *pending[0].shape[1:]), spill_to)
         # Copy back only now and then: no host sync per batch, so transfers overlap compute.
