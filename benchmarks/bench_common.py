@@ -26,6 +26,7 @@ from bcc_pipeline.sample_data import CLASS_FOLDERS, KAGGLE_SUBDIR  # noqa: E402
 KAGGLE_COUNTS: dict[str, int] = {"brain_glioma": 2004, "brain_menin": 2004, "brain_tumor": 2048}
 """Images per class of the Kaggle 'Brain Cancer - MRI dataset' (6056 in all)."""
 KAGGLE_TOTAL = sum(KAGGLE_COUNTS.values())
+DATASET_CACHE = Path("/tmp/bcc-bench/kaggle6056")
 GIB = 1024**3
 
 
@@ -61,6 +62,16 @@ def print_header(title: str, parser: argparse.ArgumentParser, args: argparse.Nam
     print("Reproduce with:\n")
     print(f"    {reproduce_command(parser, args)}\n")
     print(f"Host: {host_description()}\n", flush=True)
+
+
+def add_dataset_flags(parser: argparse.ArgumentParser, data_help: str) -> None:
+    """--data, --images, --size, --image-size: the 6056-image cache the scripts share."""
+    parser.add_argument("--data", type=Path, default=DATASET_CACHE, help=data_help)
+    parser.add_argument(
+        "--images", type=int, default=KAGGLE_TOTAL, help="images in all, Kaggle class proportions"
+    )
+    parser.add_argument("--size", type=int, default=512, help="side of the generated JPEGs")
+    parser.add_argument("--image-size", type=int, default=224, help="tensor side")
 
 
 def host_description() -> str:

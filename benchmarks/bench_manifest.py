@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from bench_common import (
     KAGGLE_TOTAL,
+    add_dataset_flags,
     ensure_dataset,
     markdown_table,
     print_header,
@@ -43,17 +44,9 @@ T = TypeVar("T")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("/tmp/bcc-bench/kaggle6056"),
-        help="dataset cache folder: reused when it holds the asked-for images, else generated",
+    add_dataset_flags(
+        parser, "dataset cache folder: reused when it holds the asked-for images, else generated"
     )
-    parser.add_argument(
-        "--images", type=int, default=KAGGLE_TOTAL, help="images in all, Kaggle class proportions"
-    )
-    parser.add_argument("--size", type=int, default=512, help="side of the generated JPEGs")
-    parser.add_argument("--image-size", type=int, default=224, help="tensor side (preprocessing)")
     parser.add_argument(
         "--workers",
         type=int,

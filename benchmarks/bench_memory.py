@@ -21,6 +21,7 @@ from pathlib import Path
 from bench_common import (
     GIB,
     KAGGLE_TOTAL,
+    add_dataset_flags,
     ensure_dataset,
     markdown_table,
     print_header,
@@ -35,17 +36,9 @@ TARGET_GIB = 4.0
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("/tmp/bcc-bench/kaggle6056"),
-        help="dataset cache folder (bench_manifest.py's): reused, or generated when absent",
+    add_dataset_flags(
+        parser, "dataset cache folder (bench_manifest.py's): reused, or generated when absent"
     )
-    parser.add_argument(
-        "--images", type=int, default=KAGGLE_TOTAL, help="images in all, Kaggle class proportions"
-    )
-    parser.add_argument("--size", type=int, default=512, help="side of the generated JPEGs")
-    parser.add_argument("--image-size", type=int, default=224, help="tensor side")
     parser.add_argument("--epochs", type=int, default=1, help="max_epochs of vit_checkpoint")
     parser.add_argument("--batch-size", type=int, default=16, help="training batch")
     parser.add_argument(

@@ -25,10 +25,11 @@ class SplitConfig(dg.Config):
     val_fraction: float = Field(default=0.2, description="Share for validation (early stopping).")
     test_fraction: float = Field(default=0.1, description="Share held out for the test report.")
     near_duplicate_distance: int = Field(
-        default=10,
+        default=6,
         description=(
             "Images whose 256-bit perceptual hashes differ in at most this many bits are treated "
-            "as near-duplicates and kept in one split; -1 groups byte-identical files only."
+            "as near-duplicates and kept in one split; -1 groups byte-identical files only. "
+            "Re-encoded or rescaled copies differ by 0-6 bits, distinct slices by 8 or more."
         ),
     )
 
