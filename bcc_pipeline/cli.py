@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="sample data + training_job on the CPU, offline")
     demo.add_argument("--config", type=Path, default=DEMO_CONFIG, help="run config (demo.yaml)")
-    demo.add_argument("--per-class", type=int, default=300, help="sample images per class")
+    demo.add_argument("--per-class", type=int, default=600, help="sample images per class")
     demo.set_defaults(run=_demo)
     return parser
 

@@ -40,17 +40,16 @@ def test_metrics_report(
         )
     with user_errors(DeviceConfigError):
         device = accelerator.trainer_device()
-    # The same reduced precision the frozen backbone ran in while the head was trained.
-    logits = predict_logits(
-        module, tensors.images("test"), device.torch_device, device.inference_dtype
-    )
+    # The precision the frozen backbone ran in while the head trained; float32 otherwise.
+    dtype = device.inference_dtype if payload["metrics"]["used_feature_cache"] else torch.float32
+    logits = predict_logits(module, tensors.images("test"), device.torch_device, dtype)
     labels = torch.from_numpy(tensors.labels("test"))
     report = classification_report(logits, labels, tensors.class_names)
 
     folder = artifacts.run_dir("test_metrics_report", context.run.run_id)
     confusion = confusion_matrix_plot(report, folder / "confusion_matrix.png")
     per_class = per_class_plot(report, folder / "per_class.png")
-    precision = str(device.inference_dtype).removeprefix("torch.")
+    precision = str(dtype).removeprefix("torch.")
     markdown = report_markdown(
         report, f"Test metrics ({precision} inference on {device.accelerator})"
     )
@@ -77,6 +76,6 @@ def test_metrics_report(
             "n_test": report["n_test"],
             "report": dg.MetadataValue.md(markdown + "\n" + inline_figures),
             "report_md": dg.MetadataValue.path(str(folder / "report.md")),
-            "inference_dtype": str(device.inference_dtype).removeprefix("torch."),
+            "inference_dtype": precision,
         },
     )
