@@ -22,6 +22,7 @@ from bcc_pipeline.ml.devices import DeviceConfigError
 from bcc_pipeline.ml.plots import training_curves_plot
 from bcc_pipeline.ml.training import TrainingSettings, fit_classifier
 from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource
+from bcc_pipeline.storage import write_text
 
 CHECKPOINT_FILE = "model.pt"
 
@@ -99,8 +100,7 @@ def vit_checkpoint(
         user_errors(WeightsUnavailableError),
     ):
         result = fit_classifier(tensors, settings, device, Path(work_dir), log=log)
-    history_path = folder / "history.csv"
-    result.history.to_csv(history_path, index=False)
+    write_text(folder / "history.csv", result.history.to_csv(index=False))
     curves = training_curves_plot(result.history, folder / "training_curves.png", result.best_epoch)
     summary = {
         "epochs_run": result.epochs_run,

@@ -31,6 +31,13 @@ class MirroredView:
         return self.source[index][..., ::-1]
 
 
+def split_views(
+    images: MappedArray | np.ndarray, split: str, horizontal_flip: bool
+) -> list[MappedArray | np.ndarray | MirroredView]:
+    """The views of a split's images: with flips, training also sees the mirror image."""
+    return [images, MirroredView(images)] if horizontal_flip and split == "train" else [images]
+
+
 @dataclass
 class SplitViews:
     views: Sequence[np.ndarray | MappedArray | MirroredView]
@@ -71,13 +78,12 @@ class MRIDataModule(pl.LightningDataModule):
         horizontal_flip: bool = True,
         num_workers: int = 0,
     ) -> MRIDataModule:
-        splits = {}
-        for split in SPLITS:
-            images = tensors.images(split)
-            views = (
-                [images, MirroredView(images)] if horizontal_flip and split == "train" else [images]
+        splits = {
+            split: SplitViews(
+                split_views(tensors.images(split), split, horizontal_flip), tensors.labels(split)
             )
-            splits[split] = SplitViews(views, tensors.labels(split))
+            for split in SPLITS
+        }
         return cls(splits, batch_size=batch_size, num_workers=num_workers)
 
     def _loader(self, split: str) -> DataLoader:

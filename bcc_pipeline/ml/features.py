@@ -10,7 +10,7 @@ import torch
 
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
-from bcc_pipeline.ml.datamodule import MirroredView, SplitViews
+from bcc_pipeline.ml.datamodule import MirroredView, SplitViews, split_views
 from bcc_pipeline.ml.module import BrainMRIClassifier
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
@@ -71,10 +71,7 @@ def cached_feature_splits(
     """Features of every split: train gets the image and its mirror as two views."""
     splits = {}
     for split in SPLITS:
-        images = tensors.images(split)
-        sources = (
-            [images, MirroredView(images)] if horizontal_flip and split == "train" else [images]
-        )
+        sources = split_views(tensors.images(split), split, horizontal_flip)
         views = [
             extract_features(
                 module, source, device, dtype, batch_size, folder / f"{split}_view{index}.npy"
