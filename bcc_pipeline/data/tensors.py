@@ -1,0 +1,157 @@
+"""Decode each split once into uint8 NCHW arrays that training memory-maps: no per-epoch JPEG
+decoding, and no float copy of the dataset in RAM. Normalisation is left to the backbone."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bcc_pipeline.data.images import open_image, square_resize
+from bcc_pipeline.data.split import SPLITS
+from bcc_pipeline.storage import atomic_path, write_json
+
+META_FILE = "meta.json"
+
+
+class ImageChangedError(RuntimeError):
+    """A file accepted by the manifest can no longer be decoded."""
+
+
+def _images_file(folder: Path, split: str) -> Path:
+    return folder / f"{split}_images.npy"
+
+
+def _labels_file(folder: Path, split: str) -> Path:
+    return folder / f"{split}_labels.npy"
+
+
+def _decode(path: Path, image_size: int) -> np.ndarray:
+    try:
+        image, _ = open_image(path.read_bytes(), draft_size=image_size)
+        return square_resize(image, image_size)
+    except Exception as err:  # any decoder failure here means the file changed since the scan
+        raise ImageChangedError(
+            f"{path} passed the manifest scan but cannot be decoded now ({err}); "
+            "re-materialize raw_image_manifest"
+        ) from err
+
+
+def write_tensor_splits(
+    split_table: pd.DataFrame,
+    data_dir: Path | str,
+    out_dir: Path | str,
+    image_size: int,
+    split_fingerprint: str,
+    workers: int | None = None,
+) -> dict:
+    """Write `<split>_images.npy` (uint8 N,3,S,S), `<split>_labels.npy` and meta.json."""
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    class_names = sorted(split_table["label"].unique())
+    class_index = {name: i for i, name in enumerate(class_names)}
+    meta: dict = {
+        "image_size": image_size,
+        "class_names": class_names,
+        "layout": "uint8 NCHW RGB, not normalised",
+        "split_fingerprint": split_fingerprint,
+        "splits": {},
+    }
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for split in SPLITS:
+            rows = split_table[split_table["split"] == split].sort_values("path")
+            paths = rows["path"].tolist()
+            labels = np.array([class_index[name] for name in rows["label"]], dtype=np.int64)
+            with atomic_path(_images_file(out_dir, split)) as tmp:
+                images = np.lib.format.open_memmap(
+                    tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, image_size, image_size)
+                )
+
+                def fill(index: int, images: np.ndarray = images) -> None:
+                    images[index] = _decode(data_dir / paths[index], image_size)
+
+                list(pool.map(fill, range(len(paths))))
+                images.flush()
+                del images
+            with atomic_path(_labels_file(out_dir, split)) as tmp, tmp.open("wb") as handle:
+                np.save(handle, labels)
+            meta["splits"][split] = {"count": len(paths), "paths": paths}
+    write_json(out_dir / META_FILE, meta)
+    return meta
+
+
+class MappedArray:
+    """A .npy file, memory-mapped on first use. It pickles as its path, so a spawned DDP
+    worker re-opens the file instead of receiving a copy of the data."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index: int | slice) -> np.ndarray:
+        return self.array[index]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        return np.asarray(self.array, dtype=dtype)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return self.array.nbytes
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_array": None}
+
+
+@dataclass(frozen=True)
+class TensorSplits:
+    """Read side of write_tensor_splits: memory-mapped images, labels and class names."""
+
+    folder: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, folder: Path | str) -> TensorSplits:
+        folder = Path(folder)
+        return cls(folder=folder, meta=json.loads((folder / META_FILE).read_text()))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["image_size"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta["split_fingerprint"])
+
+    def images(self, split: str) -> MappedArray:
+        return MappedArray(_images_file(self.folder, split))
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.load(_labels_file(self.folder, split))
+
+    def paths(self, split: str) -> list[str]:
+        return list(self.meta["splits"][split]["paths"])

@@ -1,0 +1,51 @@
+import pickle
+
+import numpy as np
+import pytest
+
+from bcc_pipeline.data.manifest import scan_folder
+from bcc_pipeline.data.split import SPLITS, split_fingerprint, stratified_group_split
+from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_tensor_splits
+from bcc_pipeline_tests.conftest import FRACTIONS
+
+
+def test_tensors_are_uint8_nchw_with_labels_in_split_order(sample_tensors, sample_root):
+    assert sample_tensors.class_names == ["brain_glioma", "brain_menin", "brain_tumor"]
+    total = 0
+    for split in SPLITS:
+        images, labels = sample_tensors.images(split), sample_tensors.labels(split)
+        assert isinstance(images.array, np.memmap), "training must be able to memory-map"
+        assert images.dtype == np.uint8 and images.shape[1:] == (3, 32, 32)
+        assert len(labels) == len(images) == len(sample_tensors.paths(split))
+        for path, label in zip(sample_tensors.paths(split), labels, strict=True):
+            assert f"/{sample_tensors.class_names[label]}/" in path
+        total += len(labels)
+    assert total == 90
+    assert 20 < np.asarray(sample_tensors.images("train")).mean() < 120, "not normalised"
+
+
+def test_mapped_arrays_pickle_as_their_path(sample_tensors):
+    images = sample_tensors.images("train")
+    first = np.array(images[0])
+    clone = pickle.loads(pickle.dumps(images))
+    assert len(pickle.dumps(images)) < 1000, "a spawned worker gets the path, not the pixels"
+    np.testing.assert_array_equal(clone[0], first)
+
+
+def test_unusual_modes_decode_to_rgb(messy_root, tmp_path):
+    root, _ = messy_root
+    table = stratified_group_split(scan_folder(root), FRACTIONS, seed=0).table
+    write_tensor_splits(table, root, tmp_path, 32, split_fingerprint(table))
+    tensors = TensorSplits.open(tmp_path)
+    everything = [p for s in SPLITS for p in tensors.paths(s)]
+    assert any(p.endswith("sixteen_bit.png") for p in everything)
+    assert sum(len(tensors.labels(s)) for s in SPLITS) == len(table)
+
+
+def test_file_changed_since_the_scan_is_a_clear_error(messy_root, tmp_path):
+    root, _ = messy_root
+    table = stratified_group_split(scan_folder(root), FRACTIONS, seed=0).table
+    (root / table["path"].iloc[0]).write_bytes(b"gone")
+    with pytest.raises(ImageChangedError, match="re-materialize raw_image_manifest"):
+        write_tensor_splits(table, root, tmp_path, 32, split_fingerprint(table))
+    assert not list(tmp_path.glob("*.npy")), "no half-written arrays are left behind"
