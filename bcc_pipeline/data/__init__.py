@@ -1,0 +1,1 @@
+"""Plain-Python data handling: scanning, splitting and decoding the image folder (no Dagster)."""

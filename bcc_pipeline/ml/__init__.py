@@ -1,0 +1,1 @@
+"""Plain PyTorch/Lightning: backbones, model, data module, feature cache, training, evaluation."""
