@@ -41,7 +41,14 @@ def _demo(args: argparse.Namespace) -> int:
 
     from bcc_pipeline.sample_data import generate_sample_dataset
 
-    config = yaml.safe_load(Path(args.config).read_text())
+    if not args.config.is_file():
+        print(
+            f"error: run config {args.config} not found; run from a checkout of bcc_pipeline "
+            "(configs/demo.yaml) or pass --config",
+            file=sys.stderr,
+        )
+        return 2
+    config = yaml.safe_load(args.config.read_text())
     resources = config.setdefault("resources", {})
     data_dir = Path(resources["dataset"]["config"]["data_dir"])
     if not data_dir.exists():

@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from bcc_pipeline.ml.checkpoint import save_checkpoint
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR
 
 CLI = str(Path(sys.executable).parent / "bcc-pipeline")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -57,3 +59,23 @@ def test_predict_with_a_missing_checkpoint_is_one_clear_line(tmp_path):
     assert completed.returncode == 2
     assert completed.stderr.startswith("error:")
     assert "Traceback" not in completed.stderr
+
+
+def test_demo_generates_the_sample_and_prints_the_report(tmp_path):
+    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    config["resources"]["dataset"] = {"config": {"data_dir": str(tmp_path / "sample")}}
+    config["resources"]["artifacts"] = {"config": {"root": str(tmp_path / "artifacts")}}
+    config_file = tmp_path / "demo.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    completed = _run("demo", "--config", str(config_file), "--per-class", "10", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "SYNTHETIC demo data: test accuracy" in completed.stdout
+    report = Path(completed.stdout.split("report: ")[1].split()[0])
+    assert json.loads(report.read_text())["n_test"] == 3
+    assert len(list((tmp_path / "sample" / KAGGLE_SUBDIR).glob("*/*.jpg"))) == 30
+
+
+def test_demo_without_its_config_says_so(tmp_path):
+    completed = _run("demo", "--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
+    assert completed.returncode == 2
+    assert "not found" in completed.stderr and "Traceback" not in completed.stderr

@@ -52,7 +52,9 @@ def test_declared_giant_image_is_refused_before_decoding():
 
 
 def test_truncated_jpeg_fails_on_open():
-    data = _encode(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)), "JPEG")
+    data = _encode(
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)), "JPEG"
+    )
     with pytest.raises(OSError):
         open_image(data[: len(data) // 2])
 
