@@ -11,11 +11,20 @@ from pathlib import Path
 import pandas as pd
 from PIL import UnidentifiedImageError
 
-from bcc_pipeline.data.images import IMAGE_SUFFIXES, ImageTooLargeError, perceptual_hash, open_image
+from bcc_pipeline.data.images import IMAGE_SUFFIXES, ImageTooLargeError, open_image, perceptual_hash
 
 MANIFEST_COLUMNS = [
-    "path", "label", "sha256", "bytes", "format", "width", "height", "mode", "phash",
-    "status", "error",
+    "path",
+    "label",
+    "sha256",
+    "bytes",
+    "format",
+    "width",
+    "height",
+    "mode",
+    "phash",
+    "status",
+    "error",
 ]
 OS_FILE_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini", "ehthumbs.db", "icon\r"})
 HASH_DRAFT_SIZE = 128
@@ -42,7 +51,9 @@ def folder_fingerprint(data_dir: Path | str) -> str:
     digest = hashlib.sha256()
     for path in list_files(data_dir):
         stat = path.stat()
-        digest.update(f"{path.relative_to(data_dir)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        digest.update(
+            f"{path.relative_to(data_dir)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -92,7 +103,8 @@ def scan_folder(data_dir: Path | str, workers: int | None = None) -> pd.DataFram
         raise DataFolderError(
             f"data_dir {str(data_dir)!r} does not exist. Download the Kaggle 'Brain Cancer - MRI "
             "dataset' (doi:10.17632/mk56jw9rns.1) and unzip it there, or generate a synthetic "
-            "sample with `bcc-pipeline sample-data DIR`, then set resources.dataset.config.data_dir."
+            "sample with `bcc-pipeline sample-data DIR`; then set "
+            "resources.dataset.config.data_dir."
         )
     files = list_files(data_dir)
     if not files:

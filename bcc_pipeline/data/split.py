@@ -30,9 +30,7 @@ class SplitResult:
 def check_fractions(fractions: dict[str, float]) -> None:
     total = sum(fractions.values())
     if abs(total - 1.0) > 1e-6:
-        raise SplitConfigError(
-            f"split fractions must sum to 1; got {fractions} (sum {total:g})"
-        )
+        raise SplitConfigError(f"split fractions must sum to 1; got {fractions} (sum {total:g})")
     if min(fractions.values()) <= 0:
         raise SplitConfigError(
             "every fraction must be above 0: training needs val for early stopping, "
@@ -55,8 +53,8 @@ def _hamming_neighbours(hex_hashes: pd.Series, max_distance: int) -> list[tuple[
 
 
 def duplicate_groups(table: pd.DataFrame, near_duplicate_distance: int | None) -> np.ndarray:
-    """Group id per row: identical bytes always join; near-identical pixels (perceptual hashes within
-    near_duplicate_distance bits) join unless that is None."""
+    """Group id per row: identical bytes always join; near-identical pixels (perceptual
+    hashes within near_duplicate_distance bits) join unless that is None."""
     parent = list(range(len(table)))
 
     def find(i: int) -> int:
@@ -86,7 +84,7 @@ def _targets(count: int, fractions: dict[str, float]) -> dict[str, int]:
     """Largest-remainder rounding of count * fraction."""
     raw = {name: count * fractions[name] for name in SPLITS}
     targets = {name: int(np.floor(value)) for name, value in raw.items()}
-    by_remainder = sorted(SPLITS, key=lambda name: (raw[name] - targets[name]), reverse=True)
+    by_remainder = sorted(SPLITS, key=lambda name: raw[name] - targets[name], reverse=True)
     for name in by_remainder[: count - sum(targets.values())]:
         targets[name] += 1
     return targets

@@ -71,10 +71,9 @@ def write_tensor_splits(
                     tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, image_size, image_size)
                 )
 
-                def fill(index: int, images: np.ndarray = images) -> None:
-                    images[index] = _decode(data_dir / paths[index], image_size)
-
-                list(pool.map(fill, range(len(paths))))
+                decoded = pool.map(lambda path: _decode(data_dir / path, image_size), paths)
+                for index, pixels in enumerate(decoded):
+                    images[index] = pixels
                 images.flush()
                 del images
             with atomic_path(_labels_file(out_dir, split)) as tmp, tmp.open("wb") as handle:
