@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import torch
+import yaml
 
 from bcc_pipeline.definitions import defs
 
@@ -110,3 +111,10 @@ def test_ddp_on_two_cpu_processes_under_the_multiprocess_executor(sample_root, t
     assert checkpoint["metrics"]["used_feature_cache"]
     assert checkpoint["metrics"]["epochs_run"] == 2
     assert report["n_test"] == 9 and sum(map(sum, report["confusion_matrix"])) == 9
+
+
+def test_every_shipped_config_is_valid_run_config_for_the_job():
+    job = defs.resolve_job_def("training_job")
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        config = yaml.safe_load(path.read_text())
+        assert dg.validate_run_config(job, config), path.name
