@@ -59,12 +59,11 @@ def _demo(args: argparse.Namespace) -> int:
 
     from bcc_pipeline.definitions import defs
 
-    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    # With DAGSTER_HOME set, the run shows up in that instance's UI afterwards.
+    home = os.environ.get("DAGSTER_HOME")
+    instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()
     job = defs.resolve_job_def("training_job")
-    if instance is None:
-        result = job.execute_in_process(run_config=config, instance=dg.DagsterInstance.ephemeral())
-    else:
-        result = job.execute_in_process(run_config=config, instance=instance)
+    result = job.execute_in_process(run_config=config, instance=instance)
     if not result.success:
         print("demo run failed; see the log above", file=sys.stderr)
         return 1

@@ -34,9 +34,13 @@ class ArtifactsResource(dg.ConfigurableResource):
         description="Where manifests, tensors, checkpoints and reports go. Env BCC_ARTIFACTS_DIR.",
     )
 
+    @property
+    def path(self) -> Path:
+        return Path(self.root).expanduser().resolve()
+
     def run_dir(self, asset_name: str, run_id: str) -> Path:
         """`root/<asset>/<run_id>/`, created; two runs never share one."""
-        path = Path(self.root).expanduser().resolve() / asset_name / run_id
+        path = self.path / asset_name / run_id
         path.mkdir(parents=True, exist_ok=True)
         return path
 

@@ -47,8 +47,7 @@ def production_model(
     vit_checkpoint: str,
     test_metrics_report: str,
 ) -> dg.Output[str]:
-    root = Path(artifacts.root).expanduser().resolve() / "production_model"
-    pointer = root / POINTER_FILE
+    pointer = artifacts.path / "production_model" / POINTER_FILE
     current = json.loads(pointer.read_text()) if pointer.exists() else None
     report = json.loads(Path(test_metrics_report).read_text())
     refusals = promotion_refusals(report, current, quality.accuracy_floor)

@@ -9,6 +9,7 @@ from pydantic import Field
 from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
 from bcc_pipeline.data.split import SPLITS, split_fingerprint
 from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_tensor_splits
+from bcc_pipeline.ml.backbones import BackboneConfigError, check_image_size
 from bcc_pipeline.resources import ArtifactsResource, DatasetResource
 
 
@@ -38,8 +39,8 @@ def preprocessed_tensors(
     artifacts: ArtifactsResource,
     stratified_split: str,
 ) -> dg.Output[str]:
-    if config.image_size < 32 or config.image_size % 16:
-        raise dg.Failure(f"image_size must be a multiple of 16 from 32 up; got {config.image_size}")
+    with user_errors(BackboneConfigError):
+        check_image_size(config.image_size)
     table = pd.read_parquet(stratified_split)
     folder = artifacts.run_dir("preprocessed_tensors", context.run.run_id)
     start = time.perf_counter()
@@ -49,14 +50,11 @@ def preprocessed_tensors(
         )
     seconds = time.perf_counter() - start
     tensors = TensorSplits.open(folder)
+    arrays = {split: tensors.images(split) for split in SPLITS}
     shapes = pd.DataFrame(
         [
-            {
-                "split": split,
-                "shape": str(tuple(tensors.images(split).shape)),
-                "MiB": round(tensors.images(split).nbytes / 2**20, 1),
-            }
-            for split in SPLITS
+            {"split": split, "shape": str(array.shape), "MiB": round(array.nbytes / 2**20, 1)}
+            for split, array in arrays.items()
         ]
     )
     context.log.info(f"decoded {len(table)} images in {seconds:.1f}s")

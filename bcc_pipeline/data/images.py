@@ -70,6 +70,12 @@ def square_resize(image: Image.Image, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(rgb).transpose(2, 0, 1))
 
 
+def model_input(data: bytes, size: int) -> np.ndarray:
+    """What the model sees of an image file, in training and in predict alike: uint8 CHW."""
+    image, _ = open_image(data, draft_size=size)
+    return square_resize(image, size)
+
+
 def perceptual_hash(image: Image.Image) -> str:
     """256-bit DCT hash as hex. On MRI-like slices, re-encoded, rescaled or brightened copies
     stay within 6 bits; of 6056 distinct synthetic slices, the closest pair differs in 8."""

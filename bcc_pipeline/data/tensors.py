@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bcc_pipeline.data.images import open_image, square_resize
+from bcc_pipeline.data.images import model_input
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.storage import atomic_path, write_json
 
@@ -33,8 +33,7 @@ def _labels_file(folder: Path, split: str) -> Path:
 
 def _decode(path: Path, image_size: int) -> np.ndarray:
     try:
-        image, _ = open_image(path.read_bytes(), draft_size=image_size)
-        return square_resize(image, image_size)
+        return model_input(path.read_bytes(), image_size)
     except Exception as err:  # any decoder failure here means the file changed since the scan
         raise ImageChangedError(
             f"{path} passed the manifest scan but cannot be decoded now ({err}); "

@@ -87,12 +87,17 @@ def _build_tiny_vit(image_size: int) -> VisionTransformer:
     )
 
 
-def check_backbone(backbone: str, weights: str, image_size: int) -> None:
-    """Fail before any work if backbone, weights and image_size cannot go together."""
+def check_image_size(image_size: int) -> None:
+    """Whole 16-pixel ViT patches, at least 2x2 of them."""
     if image_size < 32 or image_size % 16:
         raise BackboneConfigError(
             f"image_size must be a multiple of 16 from 32 up; got {image_size}"
         )
+
+
+def check_backbone(backbone: str, weights: str, image_size: int) -> None:
+    """Fail before any work if backbone, weights and image_size cannot go together."""
+    check_image_size(image_size)
     if backbone == TINY_VIT:
         if weights.lower() not in NO_WEIGHTS and not _is_local_file(weights):
             raise BackboneConfigError("vit_tiny has no pretrained weights; set weights: none")

@@ -102,17 +102,19 @@ class BrainMRIClassifier(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Frozen weights never change, so a checkpoint of the trained part is enough; this
         spares writing the whole backbone each time val_loss improves."""
-        frozen = {name for name, p in self.named_parameters() if not p.requires_grad}
+        frozen = self._frozen_names()
         checkpoint["state_dict"] = {
             name: value for name, value in checkpoint["state_dict"].items() if name not in frozen
         }
 
     def load_trained_state(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Load a checkpoint written by on_save_checkpoint: everything but the frozen weights."""
-        frozen = {name for name, p in self.named_parameters() if not p.requires_grad}
         result = self.load_state_dict(state_dict, strict=False)
-        if result.unexpected_keys or set(result.missing_keys) - frozen:
+        if result.unexpected_keys or set(result.missing_keys) - self._frozen_names():
             raise RuntimeError(f"checkpoint does not match the model: {result}")
+
+    def _frozen_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if not p.requires_grad}
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         trainable = [p for p in self.parameters() if p.requires_grad]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from bcc_pipeline.data.images import open_image, square_resize
+from bcc_pipeline.data.images import model_input
 from bcc_pipeline.ml.checkpoint import load_classifier
 
 
@@ -17,8 +17,7 @@ def predict_files(checkpoint: Path | str, paths: Iterable[Path | str]) -> Iterat
     class_names, size = payload["class_names"], payload["image_size"]
     for path in paths:
         try:
-            image, _ = open_image(Path(path).read_bytes(), draft_size=size)
-            pixels = torch.from_numpy(square_resize(image, size))[None]
+            pixels = torch.from_numpy(model_input(Path(path).read_bytes(), size))[None]
         except (OSError, ValueError) as err:  # unreadable, not an image, too large
             yield {"path": str(path), "error": f"{type(err).__name__}: {err}"}
             continue
