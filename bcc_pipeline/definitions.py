@@ -4,15 +4,22 @@ import dagster as dg
 
 from bcc_pipeline import checks
 from bcc_pipeline.assets import manifest, promotion, report, split, tensors, training
+from bcc_pipeline.console_log import concise_console_logger
 from bcc_pipeline.jobs import training_job
 from bcc_pipeline.resources import (
     AcceleratorResource,
     ArtifactsResource,
     DatasetResource,
+    LaunchChecksResource,
     QualityGatesResource,
 )
 from bcc_pipeline.schedules import retraining_schedule
 from bcc_pipeline.sensors import new_data_sensor
+
+# Configured at launch, so the launch check sees exactly the settings the assets will get.
+dataset = DatasetResource.configure_at_launch()
+artifacts = ArtifactsResource.configure_at_launch()
+accelerator = AcceleratorResource.configure_at_launch()
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([manifest, split, tensors, training, report, promotion]),
@@ -20,10 +27,14 @@ defs = dg.Definitions(
     jobs=[training_job],
     schedules=[retraining_schedule],
     sensors=[new_data_sensor],
+    loggers={"console": concise_console_logger},
     resources={
-        "dataset": DatasetResource(),
-        "artifacts": ArtifactsResource(),
-        "accelerator": AcceleratorResource(),
+        "dataset": dataset,
+        "artifacts": artifacts,
+        "accelerator": accelerator,
         "quality": QualityGatesResource(),
+        "launch_checks": LaunchChecksResource(
+            dataset=dataset, artifacts=artifacts, accelerator=accelerator
+        ),
     },
 )

@@ -10,5 +10,8 @@ training_job = dg.define_asset_job(
         "Steps run in one process by default (they form a chain, and each would otherwise "
         "import torch again); execution: {config: {multiprocess: {}}} runs each in its own."
     ),
-    config={"execution": {"config": {"in_process": {}}}},
+    config={
+        "execution": {"config": {"in_process": {}}},
+        "loggers": {"console": {"config": {"log_level": "INFO"}}},
+    },
 )

@@ -1,42 +1,55 @@
-"""Swappable resources: where the images are, where artifacts go, and which device trains."""
+"""Swappable resources: where the images are, where artifacts go, which device trains, the
+quality thresholds, and the check of a run's whole config when it starts.
+
+Environment defaults (BCC_DATA_DIR, BCC_ARTIFACTS_DIR) are read when a run uses the resource,
+never at import: dg.EnvVar has no fallback value, and these settings need one."""
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from pydantic import Field
 
-from bcc_pipeline.ml.devices import TrainerDevice
+if TYPE_CHECKING:
+    from bcc_pipeline.ml.devices import TrainerDevice
+
+DEFAULT_DATA_DIR = "data/brain_cancer"
+DEFAULT_ARTIFACTS_DIR = "artifacts"
 
 
 class DatasetResource(dg.ConfigurableResource):
     """The MRI image folder: the Kaggle download (nested root and all) or any class-folder tree."""
 
-    data_dir: str = Field(
-        default=os.environ.get("BCC_DATA_DIR", "data/brain_cancer"),
+    data_dir: str | None = Field(
+        default=None,
         description=(
-            "Folder holding one sub-folder of images per class, at any depth "
-            "(e.g. the unzipped Kaggle 'Brain Cancer - MRI dataset'). Env BCC_DATA_DIR when set."
+            "Folder holding one sub-folder of images per class, at any depth (e.g. the unzipped "
+            f"Kaggle 'Brain Cancer - MRI dataset'). Unset: $BCC_DATA_DIR, else {DEFAULT_DATA_DIR}."
         ),
     )
 
     @property
     def path(self) -> Path:
-        return Path(self.data_dir).expanduser()
+        chosen = self.data_dir or os.environ.get("BCC_DATA_DIR") or DEFAULT_DATA_DIR
+        return Path(chosen).expanduser()
 
 
 class ArtifactsResource(dg.ConfigurableResource):
     """Root of everything the pipeline writes; each run writes under its own run id."""
 
-    root: str = Field(
-        default=os.environ.get("BCC_ARTIFACTS_DIR", "artifacts"),
-        description="Where manifests, tensors, checkpoints and reports go. Env BCC_ARTIFACTS_DIR.",
+    root: str | None = Field(
+        default=None,
+        description=(
+            "Where manifests, tensors, checkpoints and reports go. "
+            f"Unset: $BCC_ARTIFACTS_DIR, else ./{DEFAULT_ARTIFACTS_DIR}."
+        ),
     )
 
     @property
     def path(self) -> Path:
-        return Path(self.root).expanduser().resolve()
+        chosen = self.root or os.environ.get("BCC_ARTIFACTS_DIR") or DEFAULT_ARTIFACTS_DIR
+        return Path(chosen).expanduser().resolve()
 
     def run_dir(self, asset_name: str, run_id: str) -> Path:
         """`root/<asset>/<run_id>/`, created; two runs never share one."""
@@ -52,13 +65,18 @@ class AcceleratorResource(dg.ConfigurableResource):
         default="auto",
         description="auto, cpu, gpu (CUDA) or mps. auto picks a GPU, then MPS, then the CPU.",
     )
-    devices: str = Field(
+    devices: Any = Field(
         default="auto",
-        description="How many devices ('auto', '1', '2', ...) or a comma list of GPU ids ('0,2').",
+        description=(
+            "As in Lightning: a count (2), GPU ids ([0, 1] or '0,1'), or 'auto' (all GPUs, "
+            "else one device)."
+        ),
     )
     precision: str = Field(
         default="32-true",
-        description="Lightning precision for the trainable part: 32-true, bf16-mixed, 16-mixed.",
+        description=(
+            "Lightning precision of the trainable part: 32-true, bf16-mixed, or 16-mixed (GPU)."
+        ),
     )
     strategy: str = Field(
         default="auto",
@@ -69,8 +87,10 @@ class AcceleratorResource(dg.ConfigurableResource):
     )
     num_nodes: int = Field(default=1, description="Machines taking part (multi-node DDP).")
 
-    def trainer_device(self) -> TrainerDevice:
+    def trainer_device(self) -> "TrainerDevice":
         """Checked settings; a device that is not there is an error naming what is."""
+        from bcc_pipeline.ml.devices import TrainerDevice
+
         return TrainerDevice.resolve(
             accelerator=self.accelerator,
             devices=self.devices,
@@ -84,16 +104,59 @@ class QualityGatesResource(dg.ConfigurableResource):
     """Thresholds the asset checks and the promotion gate apply."""
 
     min_images_per_class: int = Field(
-        default=20, description="Fewest usable images a class may have."
+        default=20, ge=1, description="Fewest usable images a class may have."
     )
     max_rejected_fraction: float = Field(
-        default=0.05, description="Largest share of files the manifest may reject (warns)."
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Largest share of files the manifest may reject (warns).",
     )
     split_tolerance: float = Field(
         default=0.05,
+        ge=0,
+        le=1,
         description="Largest gap between a class's split share and the configured fraction.",
     )
     accuracy_floor: float = Field(
         default=0.8,
+        ge=0,
+        le=1,
         description="Lowest test accuracy a retrained model may have and still be promoted.",
     )
+
+
+class LaunchChecksResource(dg.ConfigurableResource):
+    """Checks a run's whole config against this machine when the run starts, before any asset
+    materializes: every mistake that needs no data fails the run in seconds, all of them in one
+    message that names each field. Every asset requires it, so it runs first whichever assets
+    a run selects and whichever executor runs them."""
+
+    dataset: DatasetResource
+    artifacts: ArtifactsResource
+    accelerator: AcceleratorResource
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        from bcc_pipeline.launch_checks import raise_for_problems
+
+        run = context.dagster_run
+        if run is None:
+            return  # a resource built outside a run checks nothing
+        if run.is_finished:
+            return  # `dagster job execute` rebuilds a finished run's context to read its outputs
+        raise_for_problems(
+            run.run_config,
+            _steps_to_run(context),
+            dataset=self.dataset,
+            artifacts=self.artifacts,
+            accelerator=self.accelerator,
+        )
+
+
+def _steps_to_run(context: dg.InitResourceContext) -> set[str] | None:
+    """The step keys (asset names, for assets) this run executes; None when unknown."""
+    run = context.dagster_run
+    if context.instance is None or run is None or run.execution_plan_snapshot_id is None:
+        return None
+    plan = context.instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+    return set(plan.step_keys_to_execute)

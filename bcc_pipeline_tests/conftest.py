@@ -13,6 +13,7 @@ from bcc_pipeline.data.split import split_fingerprint, stratified_group_split
 from bcc_pipeline.data.tensors import TensorSplits, write_tensor_splits
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR, generate_sample_dataset
 
+CLASSES = ["brain_glioma", "brain_menin", "brain_tumor"]
 FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
 REPORT_KEYS = {
     # report.json's keys, fixed by DESIGN.md: other people's scripts read them.
@@ -85,3 +86,31 @@ def sample_tensors(sample_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     out = tmp_path_factory.mktemp("tensors")
     write_tensor_splits(table, sample_root, out, 32, split_fingerprint(table))
     return TensorSplits.open(out)
+
+
+def tiny_net(image_size: int = 32, trainable_blocks: int = 0, seed: int = 0):
+    """A randomly initialised vit_tiny classifier for the three classes."""
+    import torch
+
+    from bcc_pipeline.ml.network import build_network
+
+    torch.manual_seed(seed)
+    return build_network(len(CLASSES), image_size, "vit_tiny", "none", trainable_blocks).eval()
+
+
+def save_tiny_checkpoint(path: Path, net=None, extra: dict | None = None, **fields) -> Path:
+    """A checkpoint file as vit_checkpoint writes it, of `net` (a fresh tiny_net by default)."""
+    import torch
+
+    from bcc_pipeline.ml.checkpoint import save_checkpoint
+
+    net = net if net is not None else tiny_net()
+    options = {
+        "class_names": CLASSES,
+        "image_size": int(net.backbone.image_size),
+        "backbone": "vit_tiny",
+        "weights": "none",
+        "inference_dtype": torch.float32,
+        **fields,
+    }
+    return save_checkpoint(path, net, **options, extra=extra or {})

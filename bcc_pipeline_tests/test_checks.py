@@ -4,16 +4,15 @@ import json
 
 import dagster as dg
 import pandas as pd
+import pytest
 import torch
 
 from bcc_pipeline import checks
 from bcc_pipeline.data.manifest import scan_folder
 from bcc_pipeline.data.split import stratified_group_split
-from bcc_pipeline.ml.checkpoint import save_checkpoint
-from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.resources import QualityGatesResource
 from bcc_pipeline.storage import write_parquet
-from bcc_pipeline_tests.conftest import FRACTIONS
+from bcc_pipeline_tests.conftest import FRACTIONS, save_tiny_checkpoint, tiny_net
 
 
 def _manifest(messy_root, tmp_path) -> str:
@@ -71,16 +70,31 @@ def test_split_checks_catch_a_leak_and_skew(sample_root, tmp_path):
     assert not checks.no_conflicting_labels(path).passed
 
 
-def test_checkpoint_checks(tmp_path):
-    module = BrainMRIClassifier(["a", "b", "c"], image_size=32, backbone="vit_tiny", weights="none")
-    good = save_checkpoint(tmp_path / "good.pt", module, {"metrics": {"best_val_acc": 0.6}})
-    assert checks.weights_are_finite(str(good)).passed
-    assert checks.validation_accuracy_above_chance(str(good)).passed
+def _checkpoint(tmp_path, name: str, net=None, **metrics) -> str:
+    return str(save_tiny_checkpoint(tmp_path / f"{name}.pt", net, {"metrics": metrics}))
+
+
+def test_weights_are_finite(tmp_path):
+    net = tiny_net()
+    assert checks.weights_are_finite(_checkpoint(tmp_path, "good", net)).passed
     with torch.no_grad():
-        module.net.head.weight[0, 0] = float("nan")
-    bad = save_checkpoint(tmp_path / "bad.pt", module, {"metrics": {"best_val_acc": 0.3}})
-    assert not checks.weights_are_finite(str(bad)).passed
-    assert not checks.validation_accuracy_above_chance(str(bad)).passed
+        net.head.weight[0, 0] = float("nan")
+    bad = checks.weights_are_finite(_checkpoint(tmp_path, "bad", net))
+    assert not bad.passed and bad.metadata["non_finite"].value == ["head.weight"]
+
+
+@pytest.mark.parametrize(
+    ("best_val_acc", "n_val", "passed"),
+    [
+        (0.6, 10, True),
+        (4 / 9, 9, True),
+        (float(torch.tensor(1 / 3, dtype=torch.float32)), 9, False),  # 0.33333334: chance
+        (0.3, 10, False),
+    ],
+)
+def test_validation_accuracy_must_beat_chance_by_an_image(tmp_path, best_val_acc, n_val, passed):
+    path = _checkpoint(tmp_path, "model", best_val_acc=best_val_acc, n_val=n_val)
+    assert checks.validation_accuracy_above_chance(path).passed is passed
 
 
 def test_report_floor(tmp_path):

@@ -5,12 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 
-from bcc_pipeline.ml.checkpoint import save_checkpoint
-from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR
+from bcc_pipeline_tests.conftest import save_tiny_checkpoint
 
 CLI = str(Path(sys.executable).parent / "bcc-pipeline")
 REPO = Path(__file__).resolve().parent.parent
@@ -30,14 +28,7 @@ def test_sample_data_writes_the_kaggle_layout(tmp_path):
 
 
 def test_predict_prints_a_json_line_per_image_and_fails_for_bad_ones(sample_root, tmp_path):
-    torch.manual_seed(0)
-    module = BrainMRIClassifier(
-        ["brain_glioma", "brain_menin", "brain_tumor"],
-        image_size=32,
-        backbone="vit_tiny",
-        weights="none",
-    )
-    checkpoint = save_checkpoint(tmp_path / "model.pt", module, {})
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt")
     good = sorted(sample_root.rglob("*.jpg"))[:2]
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")

@@ -9,6 +9,9 @@ import dagster as dg
 import pandas as pd
 
 GROUP = "brain_mri_classifier"
+"""Every asset of the pipeline is in this group, and takes a `launch_checks` resource (unused in
+its body): requiring it makes Dagster check the run's whole config before any asset starts,
+whichever assets the run selects and whichever executor runs them."""
 
 
 def artifact_metadata(path: Path) -> dict[str, dg.MetadataValue]:

@@ -4,9 +4,14 @@ import time
 
 import dagster as dg
 
-from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
+from bcc_pipeline.assets.common import (
+    GROUP,
+    artifact_metadata,
+    markdown_table,
+    user_errors,
+)
 from bcc_pipeline.data.manifest import DataFolderError, require_usable, scan_folder
-from bcc_pipeline.resources import ArtifactsResource, DatasetResource
+from bcc_pipeline.resources import ArtifactsResource, DatasetResource, LaunchChecksResource
 from bcc_pipeline.storage import write_parquet
 
 MANIFEST_FILE = "manifest.parquet"
@@ -21,7 +26,10 @@ MANIFEST_FILE = "manifest.parquet"
     ),
 )
 def raw_image_manifest(
-    context: dg.AssetExecutionContext, dataset: DatasetResource, artifacts: ArtifactsResource
+    context: dg.AssetExecutionContext,
+    launch_checks: LaunchChecksResource,
+    dataset: DatasetResource,
+    artifacts: ArtifactsResource,
 ) -> dg.Output[str]:
     start = time.perf_counter()
     with user_errors(DataFolderError):

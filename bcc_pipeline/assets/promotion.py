@@ -9,7 +9,7 @@ import dagster as dg
 
 from bcc_pipeline.assets.common import GROUP, artifact_metadata
 from bcc_pipeline.checks import accuracy_gate
-from bcc_pipeline.resources import ArtifactsResource, QualityGatesResource
+from bcc_pipeline.resources import ArtifactsResource, LaunchChecksResource, QualityGatesResource
 from bcc_pipeline.storage import atomic_path, write_json
 
 POINTER_FILE = "current.json"
@@ -42,6 +42,7 @@ def promotion_refusals(report: dict, current: dict | None, floor: float) -> list
 )
 def production_model(
     context: dg.AssetExecutionContext,
+    launch_checks: LaunchChecksResource,
     artifacts: ArtifactsResource,
     quality: QualityGatesResource,
     vit_checkpoint: str,

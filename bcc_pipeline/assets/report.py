@@ -1,15 +1,15 @@
 """test_metrics_report: the checkpoint evaluated once, on the test split only."""
 
 import dagster as dg
-import torch
 
-from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_image, user_errors
-from bcc_pipeline.data.tensors import TensorSplits
-from bcc_pipeline.ml.checkpoint import load_classifier
-from bcc_pipeline.ml.devices import DeviceConfigError
-from bcc_pipeline.ml.evaluation import classification_report, predict_logits, report_markdown
-from bcc_pipeline.ml.plots import confusion_matrix_plot, per_class_plot
-from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource
+from bcc_pipeline.assets.common import (
+    GROUP,
+    artifact_metadata,
+    markdown_image,
+    user_errors,
+)
+from bcc_pipeline.errors import ConfigError
+from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, LaunchChecksResource
 from bcc_pipeline.storage import write_json, write_text
 
 REPORT_FILE = "report.json"
@@ -26,23 +26,31 @@ REPORT_FILE = "report.json"
 )
 def test_metrics_report(
     context: dg.AssetExecutionContext,
+    launch_checks: LaunchChecksResource,
     accelerator: AcceleratorResource,
     artifacts: ArtifactsResource,
     vit_checkpoint: str,
     preprocessed_tensors: str,
 ) -> dg.Output[str]:
+    import torch
+
+    from bcc_pipeline.data.tensors import TensorSplits
+    from bcc_pipeline.ml.checkpoint import load_classifier, stored_inference_dtype
+    from bcc_pipeline.ml.evaluation import classification_report, predict_logits, report_markdown
+    from bcc_pipeline.ml.plots import confusion_matrix_plot, per_class_plot
+
     tensors = TensorSplits.open(preprocessed_tensors)
-    module, payload = load_classifier(vit_checkpoint)
+    net, payload = load_classifier(vit_checkpoint)
     if payload["split_fingerprint"] != tensors.fingerprint:
         raise dg.Failure(
             f"checkpoint was trained on split {payload['split_fingerprint']}, but the tensors "
             f"are of split {tensors.fingerprint}: evaluating it here would leak training images"
         )
-    with user_errors(DeviceConfigError):
+    with user_errors(ConfigError):
         device = accelerator.trainer_device()
-    # The precision the frozen backbone ran in while the head trained; float32 otherwise.
-    dtype = device.inference_dtype if payload["metrics"]["used_feature_cache"] else torch.float32
-    logits = predict_logits(module, tensors.images("test"), device.torch_device, dtype)
+    # The precision the trained part saw its inputs in, recorded in the checkpoint.
+    dtype = stored_inference_dtype(payload)
+    logits = predict_logits(net, tensors.images("test"), device.torch_device, dtype)
     labels = torch.from_numpy(tensors.labels("test"))
     report = classification_report(logits, labels, tensors.class_names)
 

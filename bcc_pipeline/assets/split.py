@@ -4,14 +4,19 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
+from bcc_pipeline.assets.common import (
+    GROUP,
+    artifact_metadata,
+    markdown_table,
+    user_errors,
+)
 from bcc_pipeline.data.split import (
     SPLITS,
     SplitConfigError,
     split_fingerprint,
     stratified_group_split,
 )
-from bcc_pipeline.resources import ArtifactsResource
+from bcc_pipeline.resources import ArtifactsResource, LaunchChecksResource
 from bcc_pipeline.storage import write_parquet
 
 SPLIT_FILE = "split.parquet"
@@ -48,6 +53,7 @@ class SplitConfig(dg.Config):
 )
 def stratified_split(
     context: dg.AssetExecutionContext,
+    launch_checks: LaunchChecksResource,
     config: SplitConfig,
     artifacts: ArtifactsResource,
     raw_image_manifest: str,

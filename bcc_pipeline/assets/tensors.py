@@ -6,19 +6,25 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
+from bcc_pipeline.assets.common import (
+    GROUP,
+    artifact_metadata,
+    markdown_table,
+    user_errors,
+)
 from bcc_pipeline.data.split import SPLITS, split_fingerprint
 from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_tensor_splits
-from bcc_pipeline.ml.backbones import BackboneConfigError, check_image_size
-from bcc_pipeline.resources import ArtifactsResource, DatasetResource
+from bcc_pipeline.resources import ArtifactsResource, DatasetResource, LaunchChecksResource
 
 
 class TensorsConfig(dg.Config):
     image_size: int = Field(
         default=224,
+        ge=1,
         description=(
-            "Side of the square images the model sees. Pretrained ViTs need their own size "
-            "(224 for vit_b_16); vit_tiny takes any multiple of 16 from 32."
+            "Side of the square images the model sees. The backbone decides which sizes work "
+            "(checked at launch): pretrained ViTs need their own (224 for vit_b_16), vit_tiny "
+            "any multiple of 16 from 32, other models at least 32."
         ),
     )
 
@@ -34,13 +40,12 @@ class TensorsConfig(dg.Config):
 )
 def preprocessed_tensors(
     context: dg.AssetExecutionContext,
+    launch_checks: LaunchChecksResource,
     config: TensorsConfig,
     dataset: DatasetResource,
     artifacts: ArtifactsResource,
     stratified_split: str,
 ) -> dg.Output[str]:
-    with user_errors(BackboneConfigError):
-        check_image_size(config.image_size)
     table = pd.read_parquet(stratified_split)
     folder = artifacts.run_dir("preprocessed_tensors", context.run.run_id)
     start = time.perf_counter()

@@ -3,6 +3,7 @@ the frozen prefix (computed once and cached) and the trainable rest."""
 
 from __future__ import annotations
 
+import difflib
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,17 +13,22 @@ import torchvision
 from torch import nn
 from torchvision.models import VisionTransformer
 
+from bcc_pipeline.errors import ConfigError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TINY_VIT = "vit_tiny"
 NO_WEIGHTS = ("none", "")
+MIN_IMAGE_SIZE = 32
+DEFAULT_IMAGE_SIZE = 224
+ALL_BLOCKS = -1
 
 
-class BackboneConfigError(ValueError):
-    """A backbone, weights or size that cannot work together; said before any training."""
+class BackboneConfigError(ConfigError):
+    """A backbone, weights, size or trainable part that cannot work together."""
 
 
-class WeightsUnavailableError(RuntimeError):
+class WeightsUnavailableError(ConfigError):
     """Pretrained weights are neither cached nor downloadable."""
 
 
@@ -32,123 +38,184 @@ class Normalization:
     std: tuple[float, ...] = IMAGENET_STD
 
 
+def _is_local_file(weights: str) -> bool:
+    return "/" in weights or weights.endswith((".pt", ".pth")) or Path(weights).is_file()
+
+
+def _is_pretrained(weights: str) -> bool:
+    return weights.lower() not in NO_WEIGHTS and not _is_local_file(weights)
+
+
 def _weights_enum(backbone: str, weights: str) -> torchvision.models.WeightsEnum:
-    try:
-        enum = torchvision.models.get_model_weights(backbone)
-    except (KeyError, ValueError) as err:
-        raise BackboneConfigError(f"unknown backbone {backbone!r}") from err
+    enum = torchvision.models.get_model_weights(backbone)
     name = weights.split(".")[-1]
     try:
         return enum[name] if name != "DEFAULT" else enum.DEFAULT
     except KeyError as err:
         choices = ", ".join(["DEFAULT", *enum.__members__])
         raise BackboneConfigError(
-            f"{backbone} has no weights {weights!r}; choose one of {choices}, none, or a path"
+            f"{backbone} has no weights {weights!r}; choose one of {choices}, none, or the path "
+            "of a local state-dict file",
+            setting="weights",
         ) from err
 
 
-def _is_local_file(weights: str) -> bool:
-    return "/" in weights or weights.endswith((".pt", ".pth")) or Path(weights).is_file()
-
-
-def _download_state_dict(weights: torchvision.models.WeightsEnum) -> dict[str, torch.Tensor]:
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+def _architecture(backbone: str, image_size: int, pretrained: bool) -> nn.Module:
+    """The untrained network (build it on the meta device to check a config for free)."""
+    if backbone == TINY_VIT:
+        if image_size < MIN_IMAGE_SIZE or image_size % 16:
+            raise BackboneConfigError(
+                f"vit_tiny takes whole 16-pixel patches: image_size must be a multiple of 16 from "
+                f"{MIN_IMAGE_SIZE} up; got {image_size}",
+                setting="image_size",
+            )
+        return VisionTransformer(
+            image_size=image_size,
+            patch_size=16,
+            num_layers=4,
+            num_heads=3,
+            hidden_dim=192,
+            mlp_dim=768,
+            num_classes=1000,
+        )
+    known = torchvision.models.list_models(torchvision.models)
+    if backbone not in known:
+        close = difflib.get_close_matches(backbone, [*known, TINY_VIT], n=3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise BackboneConfigError(
+            f"unknown backbone {backbone!r}; use vit_tiny or a torchvision classification model "
+            f"such as vit_b_16, resnet50, mobilenet_v2.{hint}",
+            setting="backbone",
+        )
+    # A ViT trained from scratch can be built for any size; pretrained ones keep their own.
+    sized = {"image_size": image_size} if backbone.startswith("vit_") and not pretrained else {}
     try:
-        return weights.get_state_dict(progress=False, check_hash=True)
+        return torchvision.models.get_model(backbone, weights=None, **sized)
+    except AssertionError as err:  # torchvision asserts that patches tile the image
+        raise BackboneConfigError(
+            f"{backbone} cannot take {image_size}-pixel images ({err}); use a multiple of its "
+            "patch size",
+            setting="image_size",
+        ) from err
+
+
+def _check_image_size(backbone: str, weights: str, image_size: int) -> None:
+    if backbone == TINY_VIT:
+        return
+    enum = torchvision.models.get_model_weights(backbone)
+    if _is_pretrained(weights):
+        chosen = _weights_enum(backbone, weights)
+        crop = chosen.transforms().crop_size[0]
+        if backbone.startswith("vit_") and crop != image_size:
+            raise BackboneConfigError(
+                f"{backbone} with weights {chosen} needs image_size {crop}; got {image_size}",
+                setting="image_size",
+            )
+        min_size = chosen.meta.get("min_size", (1, 1))[0]
+    elif backbone.startswith("vit_"):
+        min_size = 1  # built for image_size; whole patches were checked when it was built
+    else:
+        min_size = enum.DEFAULT.meta.get("min_size", (1, 1))[0]  # what the architecture takes
+    min_size = max(min_size, MIN_IMAGE_SIZE)
+    if image_size < min_size:
+        raise BackboneConfigError(
+            f"{backbone} needs image_size of at least {min_size}; got {image_size}",
+            setting="image_size",
+        )
+
+
+def check_backbone(
+    backbone: str, weights: str, image_size: int | None, trainable_blocks: int
+) -> None:
+    """Every mistake in these four settings, found in a second without data or training: the
+    network is built on the meta device (no memory, no weights), and a local weights file is
+    loaded into it to prove that it fits. With image_size None (not known yet) the size rules
+    wait until it is."""
+    pretrained = _is_pretrained(weights)
+    if backbone == TINY_VIT and pretrained:
+        raise BackboneConfigError(
+            "vit_tiny has no pretrained weights; set weights: none", setting="weights"
+        )
+    with torch.device("meta"):
+        model = _architecture(backbone, image_size or DEFAULT_IMAGE_SIZE, pretrained)
+    if image_size is not None:
+        _check_image_size(backbone, weights, image_size)
+    elif pretrained:
+        _weights_enum(backbone, weights)
+    check_trainable_blocks(model, trainable_blocks)
+    if _is_local_file(weights):
+        state_dict = _local_state_dict(weights)
+        if image_size is not None:
+            _load_state_dict(model, state_dict, weights)
+
+
+def fetch_weights(backbone: str, weights: str) -> Path | None:
+    """The cached file of pretrained weights, downloaded first if it is not there yet; None
+    for random init or a local file. Offline without the file, the error says where to put it."""
+    if not _is_pretrained(weights) or backbone == TINY_VIT:
+        return None
+    enum = _weights_enum(backbone, weights)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+    if cached.is_file():
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(cached.name)
+    try:
+        torch.hub.download_url_to_file(
+            enum.url, str(cached), match.group(1) if match else None, progress=False
+        )
     except (urllib.error.URLError, OSError, RuntimeError) as err:
         raise WeightsUnavailableError(
-            f"cannot load pretrained weights {weights} ({type(err).__name__}: {err}). "
-            f"Offline? Download {weights.url} on a connected machine and put it at {cached} "
-            "(TORCH_HOME sets the cache), or set weights to a local state-dict path, or none."
+            f"cannot download pretrained weights {enum} ({type(err).__name__}: {err}). "
+            f"Offline? Download {enum.url} on a connected machine and put it at {cached} "
+            "(TORCH_HOME sets the cache), or set weights to a local state-dict path, or none.",
+            setting="weights",
         ) from err
+    return cached
 
 
 def _local_state_dict(path: str) -> dict[str, torch.Tensor]:
     file = Path(path).expanduser()
     if not file.is_file():
-        raise BackboneConfigError(f"weights file {str(file)!r} does not exist")
+        raise BackboneConfigError(f"weights file {str(file)!r} does not exist", setting="weights")
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for a file that is not a state dict
         raise BackboneConfigError(
-            f"weights file {str(file)!r} is not a plain state dict ({err})"
+            f"weights file {str(file)!r} is not a plain state dict "
+            f"({type(err).__name__}: {str(err).splitlines()[0]})",
+            setting="weights",
         ) from err
 
 
-def _build_tiny_vit(image_size: int) -> VisionTransformer:
-    return VisionTransformer(
-        image_size=image_size,
-        patch_size=16,
-        num_layers=4,
-        num_heads=3,
-        hidden_dim=192,
-        mlp_dim=768,
-        num_classes=1000,
-    )
-
-
-def check_image_size(image_size: int) -> None:
-    """Whole 16-pixel ViT patches, at least 2x2 of them."""
-    if image_size < 32 or image_size % 16:
+def _load_state_dict(model: nn.Module, state_dict: object, source: str) -> None:
+    if not isinstance(state_dict, dict):
         raise BackboneConfigError(
-            f"image_size must be a multiple of 16 from 32 up; got {image_size}"
+            f"weights {source!r} hold a {type(state_dict).__name__}, not a state dict",
+            setting="weights",
         )
-
-
-def check_backbone(backbone: str, weights: str, image_size: int) -> None:
-    """Fail before any work if backbone, weights and image_size cannot go together."""
-    check_image_size(image_size)
-    if backbone == TINY_VIT:
-        if weights.lower() not in NO_WEIGHTS and not _is_local_file(weights):
-            raise BackboneConfigError("vit_tiny has no pretrained weights; set weights: none")
-        return
-    if backbone not in torchvision.models.list_models(torchvision.models):
+    try:
+        model.load_state_dict(state_dict, assign=next(model.parameters()).is_meta)
+    except RuntimeError as err:
         raise BackboneConfigError(
-            f"unknown backbone {backbone!r}; use vit_tiny or a torchvision classification model "
-            "such as vit_b_16, resnet50, mobilenet_v2"
-        )
-    if weights.lower() in NO_WEIGHTS or _is_local_file(weights):
-        return
-    enum = _weights_enum(backbone, weights)
-    min_size = enum.meta.get("min_size", (1, 1))[0]
-    crop = enum.transforms().crop_size[0]
-    if backbone.startswith("vit_") and crop != image_size:
-        raise BackboneConfigError(
-            f"{backbone} with weights {enum} needs image_size {crop}; got {image_size}"
-        )
-    if image_size < min_size:
-        raise BackboneConfigError(
-            f"{backbone} with weights {enum} needs image_size of at least {min_size}"
-        )
+            f"weights {source!r} do not fit {type(model).__name__}: {str(err).splitlines()[0]}",
+            setting="weights",
+        ) from err
 
 
 def load_backbone(backbone: str, weights: str, image_size: int) -> tuple[nn.Module, Normalization]:
     """The torchvision model, pretrained as asked, and the normalisation its weights expect."""
-    check_backbone(backbone, weights, image_size)
-    pretrained = weights.lower() not in NO_WEIGHTS and not _is_local_file(weights)
-    if backbone == TINY_VIT:
-        model = _build_tiny_vit(image_size)
-    else:
-        sized = {"image_size": image_size} if backbone.startswith("vit_") and not pretrained else {}
-        model = torchvision.models.get_model(backbone, weights=None, **sized)
-    normalization = Normalization()
+    pretrained = _is_pretrained(weights)
+    model = _architecture(backbone, image_size, pretrained)
     if _is_local_file(weights):
         _load_state_dict(model, _local_state_dict(weights), weights)
-    elif pretrained:
-        enum = _weights_enum(backbone, weights)
-        _load_state_dict(model, _download_state_dict(enum), str(enum))
-        transform = enum.transforms()
-        normalization = Normalization(tuple(transform.mean), tuple(transform.std))
-    return model, normalization
-
-
-def _load_state_dict(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    try:
-        model.load_state_dict(state_dict)
-    except RuntimeError as err:
-        raise BackboneConfigError(
-            f"weights {source!r} do not fit {type(model).__name__}: {str(err).splitlines()[0]}"
-        ) from err
+        return model, Normalization()
+    cached = fetch_weights(backbone, weights)
+    if cached is None:
+        return model, Normalization()
+    _load_state_dict(model, torch.load(cached, map_location="cpu", weights_only=True), str(cached))
+    transform = _weights_enum(backbone, weights).transforms()
+    return model, Normalization(tuple(transform.mean), tuple(transform.std))
 
 
 def replace_head(model: nn.Module, num_classes: int) -> tuple[nn.Module, nn.Linear]:
@@ -164,7 +231,7 @@ def replace_head(model: nn.Module, num_classes: int) -> tuple[nn.Module, nn.Line
 
 
 def backbone_blocks(model: nn.Module) -> list[nn.Module]:
-    """The stages trainable_blocks counts from the end, plus what follows the last one."""
+    """The stages trainable_blocks counts from the end."""
     if isinstance(model, VisionTransformer):
         return list(model.encoder.layers)
     if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
@@ -173,5 +240,21 @@ def backbone_blocks(model: nn.Module) -> list[nn.Module]:
         return list(model.features)
     raise BackboneConfigError(
         f"{type(model).__name__} has no block structure this pipeline knows; "
-        "use trainable_blocks 0 or -1"
+        "use trainable_blocks 0 or -1",
+        setting="trainable_blocks",
     )
+
+
+def check_trainable_blocks(model: nn.Module, trainable_blocks: int) -> None:
+    """0 (head only) and -1 (everything) fit any backbone; k must not exceed its blocks."""
+    if trainable_blocks < ALL_BLOCKS:
+        raise BackboneConfigError(
+            "trainable_blocks must be -1 (all), 0 (head only) or k > 0",
+            setting="trainable_blocks",
+        )
+    if trainable_blocks > 0 and trainable_blocks > len(backbone_blocks(model)):
+        raise BackboneConfigError(
+            f"trainable_blocks {trainable_blocks} exceeds the {len(backbone_blocks(model))} "
+            f"blocks of {type(model).__name__}; use -1 to train everything",
+            setting="trainable_blocks",
+        )

@@ -4,46 +4,61 @@
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 import torchvision
 
 from bcc_pipeline.ml.backbones import Normalization
-from bcc_pipeline.ml.module import BrainMRIClassifier
+from bcc_pipeline.ml.network import ClassifierNet, build_network
 from bcc_pipeline.storage import atomic_path
 
 CHECKPOINT_FORMAT = "bcc_pipeline.vit_checkpoint/1"
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class CheckpointError(ValueError):
     """The file is not a checkpoint this version can load."""
 
 
-def save_checkpoint(path: Path | str, module: BrainMRIClassifier, extra: dict[str, Any]) -> Path:
-    """Write state dict, class names, preprocessing and backbone config, plus `extra` metadata."""
-    hparams = module.hparams
+def save_checkpoint(
+    path: Path | str,
+    net: ClassifierNet,
+    *,
+    class_names: Sequence[str],
+    image_size: int,
+    backbone: str,
+    weights: str,
+    inference_dtype: torch.dtype,
+    extra: dict[str, Any],
+) -> Path:
+    """Write the weights with everything needed to use them: class names, input size,
+    normalisation, backbone config, the precision to evaluate in, plus `extra` metadata."""
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "state_dict": {k: v.detach().cpu() for k, v in module.net.state_dict().items()},
-        "class_names": list(hparams.class_names),
-        "image_size": int(hparams.image_size),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "class_names": list(class_names),
+        "image_size": int(image_size),
         "normalization": {
-            "mean": list(module.normalization.mean),
-            "std": list(module.normalization.std),
+            "mean": list(net.normalization.mean),
+            "std": list(net.normalization.std),
             "input": "uint8 RGB, padded to square, resized with antialiasing, scaled to [0, 1]",
         },
         "backbone": {
-            "name": hparams.backbone,
-            "weights": hparams.weights,
-            "trainable_blocks": int(hparams.trainable_blocks),
+            "name": backbone,
+            "weights": weights,
+            "trainable_blocks": int(net.trainable_blocks),
         },
+        # The precision the head was trained against (that of the cached frozen features);
+        # evaluating in it reproduces the validation numbers.
+        "inference_dtype": str(inference_dtype).removeprefix("torch."),
         "versions": {
             "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__),
-            "pytorch_lightning": str(pl.__version__),
+            "pytorch_lightning": version("pytorch-lightning"),
             "python": platform.python_version(),
         },
         **extra,
@@ -65,17 +80,22 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     return payload
 
 
-def load_classifier(path: Path | str) -> tuple[BrainMRIClassifier, dict[str, Any]]:
-    """The model in eval mode, rebuilt without downloading anything, and the checkpoint data."""
+def load_classifier(path: Path | str) -> tuple[ClassifierNet, dict[str, Any]]:
+    """The network in eval mode, rebuilt without downloading anything, and the checkpoint data."""
     payload = read_checkpoint(path)
     norm = payload["normalization"]
-    module = BrainMRIClassifier(
-        class_names=payload["class_names"],
-        image_size=payload["image_size"],
-        backbone=payload["backbone"]["name"],
-        weights="none",
-        trainable_blocks=payload["backbone"]["trainable_blocks"],
-        normalization=Normalization(tuple(norm["mean"]), tuple(norm["std"])),
+    net = build_network(
+        len(payload["class_names"]),
+        payload["image_size"],
+        payload["backbone"]["name"],
+        "none",
+        payload["backbone"]["trainable_blocks"],
+        Normalization(tuple(norm["mean"]), tuple(norm["std"])),
     )
-    module.net.load_state_dict(payload["state_dict"])
-    return module.eval(), payload
+    net.load_state_dict(payload["state_dict"])
+    return net.eval(), payload
+
+
+def stored_inference_dtype(payload: dict[str, Any]) -> torch.dtype:
+    """The precision the checkpoint asks to be evaluated in (float32 for older files)."""
+    return INFERENCE_DTYPES.get(payload.get("inference_dtype", "float32"), torch.float32)

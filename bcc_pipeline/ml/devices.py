@@ -7,12 +7,20 @@ from dataclasses import dataclass
 
 import torch
 
+from bcc_pipeline.errors import ConfigError
+
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
-class DeviceConfigError(ValueError):
+class DeviceConfigError(ConfigError):
     """Asked for a device, count or precision this machine cannot give."""
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 matrix work natively here (AVX512-BF16, AMX, or Arm's
+    BF16); elsewhere bfloat16 is emulated and slower than float32."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def available_devices() -> str:
@@ -26,21 +34,35 @@ def available_devices() -> str:
     return ", ".join(found)
 
 
-def _parse_devices(devices: str | int) -> int | list[int] | str:
-    text = str(devices).strip()
-    if text == "auto":
-        return "auto"
-    try:
-        if "," in text:
-            return [int(part) for part in text.split(",") if part.strip()]
-        count = int(text)
-    except ValueError as err:
-        raise DeviceConfigError(
-            f"devices must be 'auto', a count such as '2', or GPU ids such as '0,1'; got {text!r}"
-        ) from err
+def parse_devices(devices: object) -> int | list[int] | str:
+    """Lightning's forms: a count (2 or "2"), GPU ids ([0, 1] or "0,1"), or "auto"."""
+    usage = "a count such as 2, GPU ids such as [0, 1] or '0,1', or 'auto'"
+    if isinstance(devices, str):
+        text = devices.strip().strip("[]")
+        if text == "auto":
+            return "auto"
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        devices = [_device_number(part, usage) for part in parts] if "," in text else text
+    if isinstance(devices, (list, tuple)):
+        ids = [_device_number(item, usage) for item in devices]
+        if not ids or len(set(ids)) != len(ids) or min(ids) < 0:
+            raise DeviceConfigError(
+                f"devices lists GPU ids, each once and from 0; got {devices!r}", "devices"
+            )
+        return ids
+    count = _device_number(devices, usage)
     if count < 1:
-        raise DeviceConfigError(f"devices must be at least 1; got {count}")
+        raise DeviceConfigError(f"devices must be at least 1; got {count}", "devices")
     return count
+
+
+def _device_number(value: object, usage: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise DeviceConfigError(f"devices must be {usage}; got {value!r}", "devices")
+    try:
+        return int(value)
+    except ValueError as err:
+        raise DeviceConfigError(f"devices must be {usage}; got {value!r}", "devices") from err
 
 
 @dataclass(frozen=True)
@@ -57,7 +79,7 @@ class TrainerDevice:
     def resolve(
         cls,
         accelerator: str = "auto",
-        devices: str | int = "auto",
+        devices: object = "auto",
         precision: str = "32-true",
         strategy: str = "auto",
         num_nodes: int = 1,
@@ -65,12 +87,15 @@ class TrainerDevice:
         accelerator = accelerator.strip().lower()
         if accelerator not in ACCELERATORS:
             raise DeviceConfigError(
-                f"accelerator must be one of {', '.join(ACCELERATORS)}; got {accelerator!r}"
+                f"accelerator must be one of {', '.join(ACCELERATORS)}; got {accelerator!r}",
+                "accelerator",
             )
         if precision not in PRECISIONS:
-            raise DeviceConfigError(f"precision must be one of {', '.join(PRECISIONS)}")
+            raise DeviceConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}", "precision"
+            )
         if num_nodes < 1:
-            raise DeviceConfigError(f"num_nodes must be at least 1; got {num_nodes}")
+            raise DeviceConfigError(f"num_nodes must be at least 1; got {num_nodes}", "num_nodes")
         gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if accelerator == "cuda":
             accelerator = "gpu"
@@ -84,17 +109,21 @@ class TrainerDevice:
         if accelerator == "gpu" and not gpu_count:
             raise DeviceConfigError(
                 f"accelerator 'gpu' was asked for, but no CUDA GPU is visible. "
-                f"Available: {available_devices()}. Use accelerator: cpu or auto."
+                f"Available: {available_devices()}. Use accelerator: cpu or auto.",
+                "accelerator",
             )
         if accelerator == "mps" and not torch.backends.mps.is_available():
             raise DeviceConfigError(
                 f"accelerator 'mps' was asked for, but Apple MPS is not available here. "
-                f"Available: {available_devices()}. Use accelerator: cpu or auto."
+                f"Available: {available_devices()}. Use accelerator: cpu or auto.",
+                "accelerator",
             )
         if accelerator == "cpu" and precision == "16-mixed":
-            raise DeviceConfigError("precision 16-mixed needs a GPU; on the CPU use bf16-mixed")
+            raise DeviceConfigError(
+                "precision 16-mixed needs a GPU; on the CPU use bf16-mixed", "precision"
+            )
 
-        parsed = _parse_devices(devices)
+        parsed = parse_devices(devices)
         if parsed == "auto":
             parsed = gpu_count if accelerator == "gpu" else 1
         if accelerator == "gpu":
@@ -103,12 +132,15 @@ class TrainerDevice:
             if missing:
                 raise DeviceConfigError(
                     f"devices {devices!r} asks for GPU ids {wanted}, but only {gpu_count} "
-                    f"GPU(s) are visible. Available: {available_devices()}."
+                    f"GPU(s) are visible. Available: {available_devices()}.",
+                    "devices",
                 )
         elif isinstance(parsed, list):
-            raise DeviceConfigError(f"a list of device ids needs accelerator gpu; got {devices!r}")
+            raise DeviceConfigError(
+                f"a list of device ids needs accelerator gpu; got {devices!r}", "devices"
+            )
         elif accelerator == "mps" and parsed > 1:
-            raise DeviceConfigError("mps offers one device; set devices: 1")
+            raise DeviceConfigError("mps offers one device; set devices: 1", "devices")
 
         count = len(parsed) if isinstance(parsed, list) else parsed
         world_size = count * num_nodes
@@ -140,7 +172,7 @@ class TrainerDevice:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if self.accelerator == "mps":
             return torch.float16
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+        return torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32
 
     def trainer_kwargs(self) -> dict:
         return {

@@ -17,24 +17,25 @@ from torchmetrics.classification import (
 )
 
 from bcc_pipeline.data.tensors import MappedArray
-from bcc_pipeline.ml.module import BrainMRIClassifier
+from bcc_pipeline.ml.network import ClassifierNet, inference_copy
 
 
 @torch.inference_mode()
 def predict_logits(
-    module: BrainMRIClassifier,
+    net: ClassifierNet,
     images: np.ndarray | MappedArray,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     batch_size: int = 64,
 ) -> torch.Tensor:
-    """Logits of the whole model for uint8 NCHW images, with its weights in `dtype`."""
-    module = module.for_inference(device, dtype)
+    """float32 logits of the whole model for uint8 NCHW images, computed by a copy of `net`
+    on `device` with its weights in `dtype`."""
+    net = inference_copy(net, device, dtype)
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))
-        outputs.append(module(batch.to(device)).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0, len(module.hparams.class_names))
+        outputs.append(net(batch.to(device)).float().cpu())
+    return torch.cat(outputs) if outputs else torch.empty(0, net.head.out_features)
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float, float]:

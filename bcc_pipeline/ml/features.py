@@ -11,7 +11,7 @@ import torch
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.datamodule import MirroredView, SplitViews, split_views
-from bcc_pipeline.ml.module import BrainMRIClassifier
+from bcc_pipeline.ml.network import ClassifierNet, inference_copy
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
 """Caches larger than this are memory-mapped files, not RAM."""
@@ -21,16 +21,15 @@ PENDING_BYTES = 64 * 1024**2
 
 @torch.inference_mode()
 def extract_features(
-    module: BrainMRIClassifier,
+    net: ClassifierNet,
     images: MappedArray | MirroredView,
-    device: torch.device,
-    dtype: torch.dtype = torch.bfloat16,
     batch_size: int = 64,
     spill_to: Path | None = None,
 ) -> np.ndarray | MappedArray:
-    """float16 frozen-prefix outputs for every image, in order. Above IN_MEMORY_LIMIT_BYTES
-    they go to a memory-mapped file at `spill_to` instead of RAM."""
-    module = module.for_inference(device, dtype)
+    """float16 frozen-prefix outputs for every image, in order, computed by `net` where it
+    lies and in its precision (see inference_copy). Above IN_MEMORY_LIMIT_BYTES they go to a
+    memory-mapped file at `spill_to` instead of RAM."""
+    device = net.mean.device
     features: np.ndarray | None = None
     pending: list[torch.Tensor] = []  # outputs still on the device
     written = 0
@@ -38,7 +37,7 @@ def extract_features(
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))
         if device.type == "cuda":
             batch = batch.pin_memory()
-        pending.append(module.frozen_features(batch.to(device, non_blocking=True)).half())
+        pending.append(net.frozen_features(batch.to(device, non_blocking=True)).half())
         if features is None:
             features = _allocate((len(images), *pending[0].shape[1:]), spill_to)
         # Copy back only now and then: no host sync per batch, so transfers overlap compute.
@@ -60,7 +59,7 @@ def _allocate(shape: tuple[int, ...], spill_to: Path | None) -> np.ndarray:
 
 
 def cached_feature_splits(
-    module: BrainMRIClassifier,
+    net: ClassifierNet,
     tensors: TensorSplits,
     device: torch.device,
     dtype: torch.dtype,
@@ -68,14 +67,14 @@ def cached_feature_splits(
     folder: Path,
     batch_size: int = 64,
 ) -> dict[str, SplitViews]:
-    """Features of every split: train gets the image and its mirror as two views."""
+    """Features of every split, computed by a copy of `net` on `device` in `dtype`: train gets
+    the image and its mirror as two views."""
+    frozen = inference_copy(net, device, dtype)
     splits = {}
     for split in SPLITS:
         sources = split_views(tensors.images(split), split, horizontal_flip)
         views = [
-            extract_features(
-                module, source, device, dtype, batch_size, folder / f"{split}_view{index}.npy"
-            )
+            extract_features(frozen, source, batch_size, folder / f"{split}_view{index}.npy")
             for index, source in enumerate(sources)
         ]
         splits[split] = SplitViews(views, tensors.labels(split))

@@ -1,47 +1,63 @@
-"""A backbone plus a new head, split into a frozen prefix and a trainable suffix.
+"""The classifier: uint8 images in, logits out. Normalisation with the backbone's own
+statistics, the backbone, and a new head, split into a frozen prefix and a trainable suffix.
 
 When the first blocks are frozen their output never changes during training, so it can be
 computed once per image and cached (see features.py); `forward` is always the whole model."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torchvision.models import VisionTransformer
 
-from bcc_pipeline.ml.backbones import BackboneConfigError, backbone_blocks
-
-ALL_BLOCKS = -1
+from bcc_pipeline.ml.backbones import (
+    ALL_BLOCKS,
+    Normalization,
+    backbone_blocks,
+    check_trainable_blocks,
+    load_backbone,
+    replace_head,
+)
 
 
 class ClassifierNet(nn.Module):
-    def __init__(self, backbone: nn.Module, head: nn.Linear, trainable_blocks: int) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Linear,
+        trainable_blocks: int,
+        normalization: Normalization,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.trainable_blocks = trainable_blocks
-        self._freeze()
+        self.normalization = normalization
+        self.register_buffer(
+            "mean", torch.tensor(normalization.mean).view(1, -1, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(normalization.std).view(1, -1, 1, 1), persistent=False
+        )
+        check_trainable_blocks(backbone, trainable_blocks)
+        self._trainable_parts = self._freeze()
 
-    def _freeze(self) -> None:
-        self._trainable_parts: list[nn.Module] = []
+    def _freeze(self) -> list[nn.Module]:
+        """Freeze everything but the head and the last trainable_blocks blocks; returns the
+        backbone parts that still train."""
         if self.trainable_blocks == ALL_BLOCKS:
-            return
-        if self.trainable_blocks < ALL_BLOCKS:
-            raise BackboneConfigError("trainable_blocks must be -1 (all), 0 (head only) or k > 0")
+            return []
         self.backbone.requires_grad_(False)
         if self.trainable_blocks == 0:
-            return
-        blocks = backbone_blocks(self.backbone)
-        if self.trainable_blocks > len(blocks):
-            raise BackboneConfigError(
-                f"trainable_blocks {self.trainable_blocks} exceeds the {len(blocks)} blocks of "
-                f"{type(self.backbone).__name__}; use -1 to train everything"
-            )
-        self._trainable_parts = blocks[-self.trainable_blocks :]
+            return []
+        parts = backbone_blocks(self.backbone)[-self.trainable_blocks :]
         if isinstance(self.backbone, VisionTransformer):
-            self._trainable_parts.append(self.backbone.encoder.ln)
-        for part in self._trainable_parts:
+            parts.append(self.backbone.encoder.ln)
+        for part in parts:
             part.requires_grad_(True)
+        return parts
 
     def train(self, mode: bool = True) -> ClassifierNet:
         """Frozen blocks stay in eval mode: their batch-norm statistics and dropout must not
@@ -53,32 +69,44 @@ class ClassifierNet(nn.Module):
                 block.train()
         return self
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.head.weight.dtype
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW to the network's input, in the network's dtype."""
+        normalized = (images.float() / 255.0 - self.mean.float()) / self.std.float()
+        return normalized.to(self.dtype)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images))
+        """Logits for uint8 images: the whole model, whatever was cached in training."""
+        return self.head(self.backbone(self.normalize(images)))
 
     @property
     def cacheable(self) -> bool:
         """Whether a frozen prefix exists whose output can be cached."""
         if self.trainable_blocks == 0:
             return True
-        blocks_total = (
-            len(self.backbone.encoder.layers) if isinstance(self.backbone, VisionTransformer) else 0
-        )
-        return 0 < self.trainable_blocks < blocks_total
+        if not isinstance(self.backbone, VisionTransformer):
+            return False
+        return 0 < self.trainable_blocks < len(self.backbone.encoder.layers)
 
+    @torch.no_grad()
     def frozen_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Output of the frozen prefix: pooled features for head-only training, the token
-        sequence at the block boundary when the last blocks of a ViT train."""
+        """Output of the frozen prefix for uint8 images: pooled features for head-only
+        training, the token sequence at the block boundary when the last blocks of a ViT train."""
+        inputs = self.normalize(images)
         if self.trainable_blocks == 0:
-            return self.backbone(images)
+            return self.backbone(inputs)
         vit = self.backbone
-        tokens = vit._process_input(images)
+        tokens = vit._process_input(inputs)
         tokens = torch.cat([vit.class_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         tokens = vit.encoder.dropout(tokens + vit.encoder.pos_embedding)
         return vit.encoder.layers[: self._boundary](tokens)
 
     def from_features(self, features: torch.Tensor) -> torch.Tensor:
         """The trainable suffix: logits from frozen_features output."""
+        features = features.to(self.dtype)
         if self.trainable_blocks == 0:
             return self.head(features)
         vit = self.backbone
@@ -88,3 +116,26 @@ class ClassifierNet(nn.Module):
     @property
     def _boundary(self) -> int:
         return len(self.backbone.encoder.layers) - self.trainable_blocks
+
+
+def build_network(
+    num_classes: int,
+    image_size: int,
+    backbone: str,
+    weights: str,
+    trainable_blocks: int,
+    normalization: Normalization | None = None,
+) -> ClassifierNet:
+    """A backbone (pretrained as asked) with a fresh num_classes head. `normalization` overrides
+    the weights' own statistics, for a checkpoint that stored them."""
+    model, weights_normalization = load_backbone(backbone, weights, image_size)
+    model, head = replace_head(model, num_classes)
+    return ClassifierNet(model, head, trainable_blocks, normalization or weights_normalization)
+
+
+def inference_copy(net: ClassifierNet, device: torch.device, dtype: torch.dtype) -> ClassifierNet:
+    """Always a copy: an eval-mode twin on `device` with its weights in `dtype`, so the caller's
+    model never changes device or precision behind its back. Weights stored in bfloat16 beat
+    autocast on the CPU (~10% for vit_b_16): autocast re-casts every weight on every call and
+    turns off the fused attention path."""
+    return copy.deepcopy(net).to(device=device, dtype=dtype).eval()

@@ -1,4 +1,5 @@
-"""Fit a classifier on preprocessed tensors: data module, model and Trainer built from settings."""
+"""Fit a classifier on preprocessed tensors: network, data module and Trainer built from the
+settings, each decided once and read top to bottom in fit_classifier."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -22,58 +23,30 @@ from bcc_pipeline.ml.datamodule import MRIDataModule
 from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.features import cached_feature_splits
 from bcc_pipeline.ml.module import BrainMRIClassifier
+from bcc_pipeline.ml.network import ClassifierNet, build_network
+from bcc_pipeline.ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
-# Frozen blocks are kept in eval mode on purpose (see ClassifierNet.train); the other two are
-# Lightning's own chatter (a torch deprecation inside Lightning, an advert), not the user's.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """What to train and how; defaults are the seed recipe (frozen vit_b_16, head only)."""
-
-    backbone: str = "vit_b_16"
-    weights: str = "DEFAULT"
-    trainable_blocks: int = 0
-    max_epochs: int = 10
-    early_stopping_patience: int = 3
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    seed: int = 42
-    horizontal_flip: bool = True
-    num_workers: int = 0
-    feature_cache: str = "auto"
-    feature_batch_size: int = 64
-
-    def check(self, image_size: int) -> None:
-        """Every config mistake, said before any work starts."""
-        check_backbone(self.backbone, self.weights, image_size)
-        if self.feature_cache not in ("auto", "off"):
-            raise ValueError(f"feature_cache must be auto or off; got {self.feature_cache!r}")
-        for name in ("max_epochs", "batch_size", "feature_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate must be above 0")
 
 
 @dataclass
 class FitResult:
-    module: BrainMRIClassifier
+    net: ClassifierNet
+    """The network at its best val_loss epoch, on the CPU, in eval mode."""
+    history: pd.DataFrame
+    """One row per epoch, numbered from 1: train/val loss and accuracy."""
     epochs_run: int
     best_epoch: int
     best_val_loss: float
     best_val_acc: float
-    history: pd.DataFrame
+    n_val: int
     train_seconds: float
     feature_seconds: float
     used_feature_cache: bool
+    inference_dtype: torch.dtype
+    """The precision the trained part saw its inputs in; evaluation should use it too."""
     world_size: int
     images_per_second: float
-    settings: dict = field(default_factory=dict)
 
 
 class EpochProgress(Callback):
@@ -89,62 +62,40 @@ class EpochProgress(Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         self.emit(
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
-            f"train_loss {metrics['train_loss']:.4f} train_acc {metrics.get('train_acc', 0):.3f} "
-            f"val_loss {metrics['val_loss']:.4f} val_acc {metrics.get('val_acc', 0):.3f}"
+            f"train_loss {metrics['train_loss']:.4f} train_acc {metrics['train_acc']:.3f} "
+            f"val_loss {metrics['val_loss']:.4f} val_acc {metrics['val_acc']:.3f}"
         )
 
 
 @contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """A head on cached features does tiny matrix work per step, where thread hand-offs cost
-    more than they give (10x slower epochs on a busy 2-core machine); None leaves it alone."""
-    previous = torch.get_num_threads()
-    if count is not None:
-        torch.set_num_threads(count)
+def _quiet_fit(torch_threads: int | None) -> Iterator[None]:
+    """For the duration of one fit: silence Lightning's device banner and two warnings that are
+    not the user's (frozen blocks stay in eval mode on purpose; a torch deprecation inside
+    Lightning), and optionally cap torch's threads. Everything is restored afterwards.
+
+    A head on cached features does tiny matrix work per step, where thread hand-offs cost more
+    than they give (10x slower epochs on a busy 2-core machine)."""
+    banner = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level, threads = banner.level, torch.get_num_threads()
+    banner.setLevel(logging.WARNING)
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
+            yield
     finally:
-        torch.set_num_threads(previous)
+        banner.setLevel(level)
+        torch.set_num_threads(threads)
 
 
 def _history(log_dir: Path) -> pd.DataFrame:
-    """Per-epoch train and val metrics from the CSV logger, one row per epoch."""
+    """Per-epoch train and val metrics from the CSV logger, one row per epoch, from 1."""
     frame = pd.read_csv(log_dir / "metrics.csv")
-    return frame.groupby("epoch").max(numeric_only=True).drop(columns=["step"]).reset_index()
-
-
-def build_datamodule(
-    module: BrainMRIClassifier,
-    tensors: TensorSplits,
-    settings: TrainingSettings,
-    device: TrainerDevice,
-    work_dir: Path,
-    log: Callable[[str], None],
-) -> tuple[MRIDataModule, float]:
-    """Batches of cached frozen-prefix features when there is a frozen prefix to cache
-    (switching the module to train on them), else of images; and the caching seconds."""
-    if settings.feature_cache == "off" or not module.net.cacheable:
-        datamodule = MRIDataModule.from_tensors(
-            tensors, settings.batch_size, settings.horizontal_flip, settings.num_workers
-        )
-        return datamodule, 0.0
-    start = time.perf_counter()
-    splits = cached_feature_splits(
-        module,
-        tensors,
-        device.torch_device,
-        device.inference_dtype,
-        settings.horizontal_flip,
-        work_dir,
-        settings.feature_batch_size,
-    )
-    seconds = time.perf_counter() - start
-    module.cpu().hparams.train_on_features = True
-    log(
-        f"cached frozen-prefix features in {seconds:.1f}s ({device.inference_dtype}, "
-        f"{len(splits['train'].views)} views per training image)"
-    )
-    return MRIDataModule(splits, settings.batch_size, settings.num_workers), seconds
+    history = frame.groupby("epoch").max(numeric_only=True).drop(columns=["step"]).reset_index()
+    history["epoch"] += 1
+    return history
 
 
 def build_trainer(
@@ -189,44 +140,70 @@ def fit_classifier(
     work_dir: Path,
     log: Callable[[str], None] = logger.info,
 ) -> FitResult:
-    """Train, keep the best val_loss epoch, and return the model holding those weights."""
-    settings.check(tensors.image_size)
-    pl.seed_everything(settings.seed, workers=True, verbose=False)
-    module = BrainMRIClassifier(
-        class_names=tensors.class_names,
-        image_size=tensors.image_size,
-        backbone=settings.backbone,
-        weights=settings.weights,
-        trainable_blocks=settings.trainable_blocks,
-        learning_rate=settings.learning_rate,
+    """Train, keep the best val_loss epoch, and return the network holding those weights."""
+    check_backbone(
+        settings.backbone, settings.weights, tensors.image_size, settings.trainable_blocks
     )
-    datamodule, feature_seconds = build_datamodule(module, tensors, settings, device, work_dir, log)
-    trainer, checkpoint, csv_logger = build_trainer(settings, device, work_dir, log)
-    used_feature_cache = bool(module.hparams.train_on_features)
-    head_only = used_feature_cache and settings.trainable_blocks == 0
+    pl.seed_everything(settings.seed, workers=True, verbose=False)
+    net = build_network(
+        len(tensors.class_names),
+        tensors.image_size,
+        settings.backbone,
+        settings.weights,
+        settings.trainable_blocks,
+    )
+    # Decided once: train on cached frozen-prefix features when there is a prefix to cache.
+    use_cache = settings.feature_cache == "auto" and net.cacheable
+    inference_dtype = device.inference_dtype if use_cache else torch.float32
+    feature_seconds = 0.0
+    if use_cache:
+        start = time.perf_counter()
+        splits = cached_feature_splits(
+            net,
+            tensors,
+            device.torch_device,
+            inference_dtype,
+            settings.horizontal_flip,
+            work_dir,
+            settings.feature_batch_size,
+        )
+        feature_seconds = time.perf_counter() - start
+        log(
+            f"cached frozen-prefix features in {feature_seconds:.1f}s ({inference_dtype}, "
+            f"{len(splits['train'].views)} views per training image)"
+        )
+        datamodule = MRIDataModule(splits, settings.batch_size, settings.num_workers)
+    else:
+        datamodule = MRIDataModule.from_tensors(
+            tensors, settings.batch_size, settings.horizontal_flip, settings.num_workers
+        )
+    module = BrainMRIClassifier(
+        net, tensors.class_names, settings.learning_rate, train_on_features=use_cache
+    )
     start = time.perf_counter()
-    with _torch_threads(1 if head_only else None):
+    with _quiet_fit(1 if use_cache and settings.trainable_blocks == 0 else None):
+        trainer, checkpoint, csv_logger = build_trainer(settings, device, work_dir, log)
         trainer.fit(module, datamodule=datamodule)
     train_seconds = time.perf_counter() - start
 
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_trained_state(best["state_dict"])
-    module.hparams.train_on_features = False
     history = _history(Path(csv_logger.log_dir))
     best_row = history.loc[history["val_loss"].idxmin()]
-    epochs_run = int(history["epoch"].max()) + 1
+    epochs_run = int(history["epoch"].max())
     seen = epochs_run * len(datamodule.splits["train"].labels)
     return FitResult(
-        module=module.cpu().eval(),
+        net=module.net.cpu().eval(),
+        history=history,
         epochs_run=epochs_run,
-        best_epoch=int(best_row["epoch"]) + 1,
+        best_epoch=int(best_row["epoch"]),
         best_val_loss=float(best_row["val_loss"]),
         best_val_acc=float(best_row["val_acc"]),
-        history=history,
+        n_val=len(datamodule.splits["val"].labels),
         train_seconds=train_seconds,
         feature_seconds=feature_seconds,
-        used_feature_cache=used_feature_cache,
+        used_feature_cache=use_cache,
+        inference_dtype=inference_dtype,
         world_size=device.world_size,
         images_per_second=seen / max(train_seconds + feature_seconds, 1e-9),
-        settings=asdict(settings),
     )

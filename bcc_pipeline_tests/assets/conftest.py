@@ -6,8 +6,15 @@ from typing import NamedTuple
 import dagster as dg
 import pytest
 
+from bcc_pipeline.console_log import innermost_message
 from bcc_pipeline.definitions import defs
-from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, DatasetResource
+from bcc_pipeline.resources import (
+    AcceleratorResource,
+    ArtifactsResource,
+    DatasetResource,
+    LaunchChecksResource,
+    QualityGatesResource,
+)
 
 ASSETS = [
     "raw_image_manifest",
@@ -24,11 +31,21 @@ class PipelineRun(NamedTuple):
     instance: dg.DagsterInstance
 
 
-def resources(data_dir: Path, artifacts_root: Path) -> dict:
+def resources(
+    data_dir: Path, artifacts_root: Path, accelerator: str = "cpu", accuracy_floor: float = 0.8
+) -> dict:
+    """Every resource the assets take, as a user would configure them."""
+    dataset = DatasetResource(data_dir=str(data_dir))
+    artifacts = ArtifactsResource(root=str(artifacts_root))
+    device = AcceleratorResource(accelerator=accelerator)
     return {
-        "dataset": DatasetResource(data_dir=str(data_dir)),
-        "artifacts": ArtifactsResource(root=str(artifacts_root)),
-        "accelerator": AcceleratorResource(accelerator="cpu"),
+        "dataset": dataset,
+        "artifacts": artifacts,
+        "accelerator": device,
+        "quality": QualityGatesResource(accuracy_floor=accuracy_floor),
+        "launch_checks": LaunchChecksResource(
+            dataset=dataset, artifacts=artifacts, accelerator=device
+        ),
     }
 
 
@@ -74,3 +91,16 @@ def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     events = result.asset_materializations_for_node(asset)
     assert len(events) == 1
     return {key: value.value for key, value in events[0].metadata.items()}
+
+
+def launch_failure(result: dg.ExecuteInProcessResult) -> str:
+    """The launch check's message of a run that stopped before any asset started."""
+    assert not result.success
+    assert not result.get_asset_materialization_events(), "an asset ran before the check"
+    errors = [
+        event.event_specific_data.error
+        for event in result.all_events
+        if event.event_type_value == "RESOURCE_INIT_FAILURE"
+    ]
+    assert errors, "the run did not fail at launch"
+    return innermost_message(errors[0])

@@ -3,7 +3,12 @@ import pandas as pd
 import pytest
 
 from bcc_pipeline.assets.manifest import raw_image_manifest
-from bcc_pipeline_tests.assets.conftest import materialization, pipeline_assets, resources
+from bcc_pipeline_tests.assets.conftest import (
+    launch_failure,
+    materialization,
+    pipeline_assets,
+    resources,
+)
 
 
 def test_manifest_records_every_file_and_the_rejections(messy_root, tmp_path):
@@ -28,16 +33,15 @@ def test_runs_write_under_their_own_run_id(sample_root, tmp_path):
     assert all(path.startswith(str(tmp_path / "raw_image_manifest")) for path in paths)
 
 
-def test_missing_data_dir_fails_with_a_message_not_a_traceback(tmp_path):
+def test_missing_data_dir_stops_the_run_at_launch_saying_how_to_get_data(tmp_path):
     result = dg.materialize(
         pipeline_assets()[:1],
         resources=resources(tmp_path / "absent", tmp_path),
         raise_on_error=False,
     )
-    assert not result.success
-    failure = result.failure_data_for_node("raw_image_manifest")
-    assert "does not exist" in failure.error.message
-    assert "bcc-pipeline sample-data" in failure.error.message
+    message = launch_failure(result)
+    assert "resources.dataset.config.data_dir: data folder" in message
+    assert "does not exist" in message and "bcc-pipeline sample-data" in message
 
 
 @pytest.mark.parametrize("layout", ["empty", "one_class"])

@@ -4,7 +4,7 @@ from pathlib import Path
 import dagster as dg
 
 from bcc_pipeline.assets.promotion import production_model
-from bcc_pipeline.resources import ArtifactsResource, QualityGatesResource
+from bcc_pipeline_tests.assets.conftest import resources
 
 NAMES = ["brain_glioma", "brain_menin", "brain_tumor"]
 
@@ -36,8 +36,9 @@ def _promote(tmp_path: Path, name: str, accuracy: float, floor: float = 0.8) -> 
     result = dg.materialize(
         [candidate_checkpoint, candidate_report, production_model],
         resources={
-            "artifacts": ArtifactsResource(root=str(tmp_path / "artifacts")),
-            "quality": QualityGatesResource(accuracy_floor=floor),
+            **resources(tmp_path, tmp_path / "artifacts", accuracy_floor=floor),
+            # The stand-ins above take no training config to check.
+            "launch_checks": dg.ResourceDefinition.none_resource(),
         },
     )
     metadata = {

@@ -2,7 +2,12 @@ import dagster as dg
 import pandas as pd
 
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR
-from bcc_pipeline_tests.assets.conftest import materialization, pipeline_assets, resources
+from bcc_pipeline_tests.assets.conftest import (
+    launch_failure,
+    materialization,
+    pipeline_assets,
+    resources,
+)
 
 
 def test_split_leaves_duplicates_together_and_reports_them(messy_root, tmp_path):
@@ -20,10 +25,11 @@ def test_split_leaves_duplicates_together_and_reports_them(messy_root, tmp_path)
     assert table.groupby("group")["split"].nunique().max() == 1
     assert metadata["duplicate_groups"] >= 5
     assert {"path", "label", "sha256", "group", "split"} <= set(table.columns)
-    assert "train" in metadata["counts"]
+    manifest = pd.read_parquet(materialization(result, "raw_image_manifest")["artifact_path"])
+    assert metadata["dagster/row_count"] == len(table) == (manifest["status"] == "ok").sum()
 
 
-def test_fractions_that_do_not_sum_to_one_fail_clearly(sample_root, tmp_path):
+def test_fractions_that_do_not_sum_to_one_stop_the_run_at_launch(sample_root, tmp_path):
     result = dg.materialize(
         pipeline_assets()[:2],
         resources=resources(sample_root, tmp_path),
@@ -32,4 +38,5 @@ def test_fractions_that_do_not_sum_to_one_fail_clearly(sample_root, tmp_path):
         ),
         raise_on_error=False,
     )
-    assert "sum to 1" in result.failure_data_for_node("stratified_split").error.message
+    message = launch_failure(result)
+    assert "ops.stratified_split.config: split fractions must sum to 1" in message

@@ -2,7 +2,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline_tests.assets.conftest import materialization
 
 
@@ -16,4 +18,6 @@ def test_tensors_asset_writes_memory_mappable_splits(pipeline_run):
     assert images.dtype == np.uint8 and images.shape[1:] == (3, 32, 32)
     assert meta["splits"]["train"]["count"] == len(images)
     assert metadata["image_size"] == 32
-    assert metadata["seconds"] >= 0
+    split = pd.read_parquet(materialization(result, "stratified_split")["artifact_path"])
+    assert sum(meta["splits"][name]["count"] for name in SPLITS) == len(split)
+    assert metadata["class_names"] == sorted(split["label"].unique())

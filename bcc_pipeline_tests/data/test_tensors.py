@@ -32,14 +32,24 @@ def test_mapped_arrays_pickle_as_their_path(sample_tensors):
     np.testing.assert_array_equal(clone[0], first)
 
 
-def test_unusual_modes_decode_to_rgb(messy_root, tmp_path):
+def test_unusual_modes_decode_to_the_right_rgb_pixels(messy_root, tmp_path):
     root, _ = messy_root
     table = stratified_group_split(scan_folder(root), FRACTIONS, seed=0).table
     write_tensor_splits(table, root, tmp_path, 32, split_fingerprint(table))
     tensors = TensorSplits.open(tmp_path)
-    everything = [p for s in SPLITS for p in tensors.paths(s)]
-    assert any(p.endswith("sixteen_bit.png") for p in everything)
-    assert sum(len(tensors.labels(s)) for s in SPLITS) == len(table)
+    pixels = {
+        path.rsplit("/", 1)[1]: np.asarray(tensors.images(split)[index])
+        for split in SPLITS
+        for index, path in enumerate(tensors.paths(split))
+    }
+    grey16 = pixels["sixteen_bit.png"].astype(int)  # 0..60000 top to bottom, rescaled
+    assert (grey16[0] == grey16[1]).all() and (grey16[1] == grey16[2]).all(), "grey stays grey"
+    assert grey16[0, 0].mean() < 20 and grey16[0, -1].mean() > 230
+    alpha = pixels["with_alpha.png"]  # opaque red 80x100, padded to a square on black
+    assert alpha[:, 16, 16].tolist() == [200, 0, 0]
+    assert alpha[:, 1, 16].tolist() == [0, 0, 0]
+    palette = pixels["palette.bmp"]
+    assert (palette == 90).all()
 
 
 def test_file_changed_since_the_scan_is_a_clear_error(messy_root, tmp_path):

@@ -10,6 +10,7 @@ from bcc_pipeline.ml.backbones import (
     BackboneConfigError,
     WeightsUnavailableError,
     check_backbone,
+    fetch_weights,
     load_backbone,
     replace_head,
 )
@@ -40,19 +41,39 @@ def test_vit_tiny_is_built_for_the_image_size():
 
 
 @pytest.mark.parametrize(
-    ("backbone", "weights", "size", "message"),
+    ("backbone", "weights", "size", "blocks", "setting", "message"),
     [
-        ("vit_b_16", "DEFAULT", 128, "needs image_size 224"),
-        ("vit_b_16", "IMAGENET1K_SWAG_E2E_V1", 224, "needs image_size 384"),
-        ("vit_b_16", "NOPE", 224, "has no weights"),
-        ("not_a_model", "none", 224, "unknown backbone"),
-        ("vit_tiny", "DEFAULT", 64, "no pretrained weights"),
-        ("vit_tiny", "none", 40, "multiple of 16"),
+        ("vit_b_16", "DEFAULT", 128, 0, "image_size", "needs image_size 224"),
+        ("vit_b_16", "IMAGENET1K_SWAG_E2E_V1", 224, 0, "image_size", "needs image_size 384"),
+        ("vit_b_16", "NOPE", 224, 0, "weights", "has no weights"),
+        ("vit_b_16", "none", 100, 0, "image_size", "cannot take 100-pixel images"),
+        ("not_a_model", "none", 224, 0, "backbone", "unknown backbone"),
+        ("resnet18", "none", 16, 0, "image_size", "at least 32"),
+        ("resnet18", "none", 224, 5, "trainable_blocks", "exceeds the 4 blocks"),
+        ("vit_tiny", "DEFAULT", 64, 0, "weights", "no pretrained weights"),
+        ("vit_tiny", "none", 40, 0, "image_size", "multiple of 16"),
+        ("vit_tiny", "none", 64, -2, "trainable_blocks", "must be -1"),
     ],
 )
-def test_incompatible_config_is_said_before_any_work(backbone, weights, size, message):
-    with pytest.raises(BackboneConfigError, match=message):
-        check_backbone(backbone, weights, size)
+def test_incompatible_config_is_said_naming_the_setting(
+    backbone, weights, size, blocks, setting, message
+):
+    with pytest.raises(BackboneConfigError, match=message) as error:
+        check_backbone(backbone, weights, size, blocks)
+    assert error.value.setting == setting
+
+
+@pytest.mark.parametrize(
+    ("backbone", "weights", "size", "blocks"),
+    [
+        ("resnet18", "none", 100, 0),
+        ("vit_b_16", "none", 96, 2),
+        ("vit_b_16", "DEFAULT", 224, -1),
+        ("vit_tiny", "none", 48, 4),
+    ],
+)
+def test_workable_config_passes_the_check(backbone, weights, size, blocks):
+    check_backbone(backbone, weights, size, blocks)
 
 
 def _fail_download(*args, **kwargs):
@@ -67,6 +88,23 @@ def test_offline_without_cache_says_which_file_to_put_where(tmp_path, monkeypatc
     expected = tmp_path / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth"
     assert str(expected) in str(error.value)
     assert "none" in str(error.value)
+    assert error.value.setting == "weights"
+
+
+def test_fetch_downloads_missing_weights_once_into_the_torch_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    downloads = []
+
+    def fake_download(url, destination, hash_prefix, progress):
+        downloads.append((url, hash_prefix))
+        torch.save(torchvision.models.mobilenet_v3_small().state_dict(), destination)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    first = fetch_weights("mobilenet_v3_small", "DEFAULT")
+    second = fetch_weights("mobilenet_v3_small", "DEFAULT")
+    assert first == second == tmp_path / "hub" / "checkpoints" / "mobilenet_v3_small-047dcff4.pth"
+    assert downloads == [(torchvision.models.MobileNet_V3_Small_Weights.DEFAULT.url, "047dcff4")]
+    assert fetch_weights("mobilenet_v3_small", "none") is None
 
 
 def test_weights_in_the_torch_cache_load_without_network(tmp_path, monkeypatch):
@@ -94,3 +132,16 @@ def test_local_state_dict_file(tmp_path):
         load_backbone("mobilenet_v2", str(path), 224)
     with pytest.raises(BackboneConfigError, match="does not exist"):
         load_backbone("resnet18", str(tmp_path / "missing.pth"), 224)
+
+
+def test_the_check_loads_a_local_file_to_prove_it_fits(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    check_backbone("resnet18", str(path), 224, 0)
+    with pytest.raises(BackboneConfigError, match="do not fit") as error:
+        check_backbone("mobilenet_v2", str(path), 224, 0)
+    assert error.value.setting == "weights"
+    not_a_state_dict = tmp_path / "notes.pth"
+    not_a_state_dict.write_text("hello")
+    with pytest.raises(BackboneConfigError, match="not a plain state dict"):
+        check_backbone("resnet18", str(not_a_state_dict), 224, 0)

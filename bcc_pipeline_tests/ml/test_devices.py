@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from bcc_pipeline.ml import devices
 from bcc_pipeline.ml.devices import DeviceConfigError, TrainerDevice
 
 no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks behaviour without a GPU")
@@ -49,7 +50,24 @@ def test_bad_settings_are_said_plainly(kwargs, message):
         TrainerDevice.resolve(**kwargs)
 
 
-def test_cpu_inference_dtype_is_reduced_where_supported():
-    device = TrainerDevice.resolve(accelerator="cpu")
-    expected = torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
-    assert device.inference_dtype == expected
+@pytest.mark.parametrize(("fast", "expected"), [(True, torch.bfloat16), (False, torch.float32)])
+def test_cpu_inference_dtype_is_bfloat16_only_where_the_cpu_runs_it_natively(
+    monkeypatch, fast, expected
+):
+    monkeypatch.setattr(devices, "cpu_has_fast_bfloat16", lambda: fast)
+    assert TrainerDevice.resolve(accelerator="cpu").inference_dtype == expected
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"),
+    [(2, 2), ("2", 2), ([0, 1], [0, 1]), ("0,1", [0, 1]), ("[0, 2]", [0, 2]), ("auto", "auto")],
+)
+def test_devices_are_read_in_every_form_lightning_takes(given, parsed):
+    assert devices.parse_devices(given) == parsed
+
+
+@pytest.mark.parametrize("given", [0, -1, "two", [0, 0], [-1], [], True, 1.5, {"a": 1}])
+def test_impossible_devices_are_refused_naming_the_setting(given):
+    with pytest.raises(DeviceConfigError) as error:
+        devices.parse_devices(given)
+    assert error.value.setting == "devices"

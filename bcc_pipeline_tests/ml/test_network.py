@@ -1,21 +1,17 @@
 import pytest
 import torch
 
-from bcc_pipeline.ml.backbones import BackboneConfigError
+from bcc_pipeline.ml.backbones import BackboneConfigError, Normalization
 from bcc_pipeline.ml.module import BrainMRIClassifier
+from bcc_pipeline.ml.network import build_network, inference_copy
 
 CLASSES = ["a", "b", "c"]
 
 
 def _module(trainable_blocks: int, backbone: str = "vit_tiny", size: int = 32):
     torch.manual_seed(0)
-    return BrainMRIClassifier(
-        CLASSES,
-        image_size=size,
-        backbone=backbone,
-        weights="none",
-        trainable_blocks=trainable_blocks,
-    )
+    net = build_network(len(CLASSES), size, backbone, "none", trainable_blocks)
+    return BrainMRIClassifier(net, CLASSES, learning_rate=1e-3, train_on_features=False)
 
 
 def _trainable(module) -> set[str]:
@@ -57,7 +53,7 @@ def test_cached_prefix_plus_suffix_equals_the_whole_model(blocks):
     images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
         whole = module(images)
-        split = module.net.from_features(module.frozen_features(images))
+        split = module.net.from_features(module.net.frozen_features(images))
     assert module.net.cacheable
     torch.testing.assert_close(whole, split)
 
@@ -73,3 +69,21 @@ def test_frozen_blocks_stay_in_eval_mode_while_training():
     assert module.net.head.training
     partly = _module(1, backbone="resnet18", size=64).train()
     assert partly.net.backbone.layer4.training and not partly.net.backbone.layer1.training
+
+
+def test_the_network_normalises_uint8_images_with_its_statistics():
+    net = build_network(
+        3, 32, "vit_tiny", "none", 0, Normalization((0.5, 0.4, 0.3), (0.2, 0.25, 0.5))
+    )
+    images = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    expected = torch.tensor([2.5, 2.4, 1.4]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
+    torch.testing.assert_close(net.normalize(images), expected)
+
+
+def test_inference_copy_never_changes_the_original():
+    net = build_network(3, 32, "vit_tiny", "none", 0).train()
+    copy = inference_copy(net, torch.device("cpu"), torch.bfloat16)
+    assert copy is not net and not copy.training and copy.head.weight.dtype == torch.bfloat16
+    assert net.training and net.head.weight.dtype == torch.float32
+    same_precision = inference_copy(net, torch.device("cpu"), torch.float32)
+    assert same_precision is not net and same_precision.head.weight is not net.head.weight

@@ -1,0 +1,171 @@
+"""The launch check: a run's config, read the way each asset will read it, checked before any
+work. It finds every mistake that needs no data (a misspelt backbone, weights that need another
+image size or cannot be downloaded, a GPU that is not there, fractions that do not sum to 1,
+an artifacts root that cannot be written) and says them all at once, each with its place in
+the run config, instead of failing minutes later inside the step that first uses the setting."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import pydantic
+
+from bcc_pipeline.errors import ConfigError
+from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, DatasetResource
+
+MANIFEST, SPLIT, TENSORS, TRAINING = (
+    "raw_image_manifest",
+    "stratified_split",
+    "preprocessed_tensors",
+    "vit_checkpoint",
+)
+USES_ACCELERATOR = (TRAINING, "test_metrics_report", "production_model")
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+class LaunchCheckError(ConfigError):
+    """The run config has problems; the message lists each with its run-config path."""
+
+
+class _Problems:
+    """Collects the problems of one check; each `at(...)` block adds the error it raises."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.settings: set[str] = set()
+
+    @contextmanager
+    def at(self, path: str, image_size_path: str | None = None) -> Iterator[None]:
+        """Record a ConfigError (at `path`.<its setting>) or a pydantic error (at `path`.<field>).
+        An image_size complaint belongs to the tensors' config, where image_size is set."""
+        try:
+            yield
+        except ConfigError as err:
+            if err.setting == "image_size" and image_size_path:
+                where = image_size_path
+            else:
+                where = f"{path}.{err.setting}" if err.setting else path
+            self.settings.add(err.setting or "")
+            self.lines.append(f"{where}: {err}")
+        except pydantic.ValidationError as err:
+            for error in err.errors():
+                field = ".".join(str(part) for part in error["loc"])
+                self.settings.add(field)
+                self.lines.append(f"{path}.{field}: {error['msg']} (got {error['input']!r})")
+
+    def parse(self, path: str, config_class: type[M], values: dict[str, Any]) -> M:
+        """The config as the asset will see it. Fields that fail validation are recorded and
+        replaced by their defaults, so that the other fields can still be checked."""
+        try:
+            return config_class(**values)
+        except pydantic.ValidationError as err:
+            with self.at(path):
+                raise
+            bad = {str(error["loc"][0]) for error in err.errors() if error["loc"]}
+            return config_class(**{k: v for k, v in values.items() if k not in bad})
+
+
+def _op_config(ops: Mapping[str, Any], name: str) -> dict[str, Any]:
+    return dict((ops.get(name) or {}).get("config") or {})
+
+
+def launch_problems(
+    run_config: Mapping[str, Any],
+    selected: set[str] | None,
+    dataset: DatasetResource,
+    artifacts: ArtifactsResource,
+    accelerator: AcceleratorResource,
+) -> list[str]:
+    """One line per problem, `<run-config path>: <what is wrong and how to fix it>`; empty when
+    the run can start. `selected` holds the step keys the run executes (asset names for
+    assets; None: all of them)."""
+    from bcc_pipeline.assets.split import SplitConfig
+    from bcc_pipeline.assets.tensors import TensorsConfig
+    from bcc_pipeline.assets.training import TrainingConfig
+    from bcc_pipeline.data.split import SplitConfigError, check_fractions
+    from bcc_pipeline.ml.backbones import check_backbone, fetch_weights
+
+    def runs(asset: str) -> bool:
+        return selected is None or asset in selected
+
+    problems = _Problems()
+    ops = run_config.get("ops") or {}
+    with problems.at("resources.artifacts.config"):
+        check_artifacts_root(artifacts)
+    if runs(MANIFEST):
+        with problems.at("resources.dataset.config"):
+            check_data_dir(dataset)
+    if runs(SPLIT):
+        path = f"ops.{SPLIT}.config"
+        split = problems.parse(path, SplitConfig, _op_config(ops, SPLIT))
+        with problems.at(path):
+            try:
+                check_fractions(split.fractions)
+            except SplitConfigError as err:
+                raise ConfigError(str(err)) from err
+    image_size = None
+    if runs(TENSORS):
+        image_size = problems.parse(
+            f"ops.{TENSORS}.config", TensorsConfig, _op_config(ops, TENSORS)
+        ).image_size
+    if runs(TRAINING):
+        path = f"ops.{TRAINING}.config"
+        settings = problems.parse(path, TrainingConfig, _op_config(ops, TRAINING))
+        with problems.at(path, image_size_path=f"ops.{TENSORS}.config.image_size"):
+            check_backbone(
+                settings.backbone, settings.weights, image_size, settings.trainable_blocks
+            )
+        if not problems.settings & {"backbone", "weights"}:
+            with problems.at(path):
+                fetch_weights(settings.backbone, settings.weights)
+    if any(runs(asset) for asset in USES_ACCELERATOR):
+        with problems.at("resources.accelerator.config"):
+            accelerator.trainer_device()
+    return problems.lines
+
+
+def raise_for_problems(
+    run_config: Mapping[str, Any],
+    selected: set[str] | None,
+    dataset: DatasetResource,
+    artifacts: ArtifactsResource,
+    accelerator: AcceleratorResource,
+) -> None:
+    lines = launch_problems(run_config, selected, dataset, artifacts, accelerator)
+    if lines:
+        count = "1 problem" if len(lines) == 1 else f"{len(lines)} problems"
+        raise LaunchCheckError(
+            f"the run config has {count}; nothing was run:\n" + "\n".join(f"- {x}" for x in lines)
+        )
+
+
+def check_artifacts_root(artifacts: ArtifactsResource) -> None:
+    """The root exists or can be made, and this process may write there."""
+    root = artifacts.path
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create the artifacts root {str(root)!r} ({err.strerror or err}); "
+            "choose a folder you can write",
+            setting="root",
+        ) from err
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"the artifacts root {str(root)!r} is not writable by this user; choose another",
+            setting="root",
+        )
+
+
+def check_data_dir(dataset: DatasetResource) -> None:
+    if not dataset.path.is_dir():
+        raise ConfigError(
+            f"data folder {str(dataset.path)!r} does not exist. Download the Kaggle 'Brain "
+            "Cancer - MRI dataset' (doi:10.17632/mk56jw9rns.1) and unzip it there, or generate "
+            "a synthetic sample with `bcc-pipeline sample-data DIR`; then set data_dir (or "
+            "BCC_DATA_DIR).",
+            setting="data_dir",
+        )

@@ -1,0 +1,60 @@
+"""What to train and how: the one declaration of the training settings. The Dagster config of
+`vit_checkpoint` is this model; the ML code reads it as is. No torch import here, so the code
+location can describe and check it without loading a deep-learning stack."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TrainingSettings(BaseModel):
+    """Defaults are the seed recipe: frozen ImageNet vit_b_16, a new head, Adam 1e-4, batch 16,
+    up to 10 epochs with early stopping on val_loss (patience 3)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backbone: str = Field(
+        default="vit_b_16",
+        description=(
+            "A torchvision classification model name (vit_b_16, resnet50, ...), or vit_tiny "
+            "(4 blocks, 192 wide, random init) for demos and tests."
+        ),
+    )
+    weights: str = Field(
+        default="DEFAULT",
+        description=(
+            "DEFAULT or a torchvision weights name (downloaded into the torch cache), none "
+            "(random init), or a path to a local state-dict file (air-gapped sites)."
+        ),
+    )
+    trainable_blocks: int = Field(
+        default=0,
+        ge=-1,
+        description="0 trains the head only; k also the last k encoder blocks; -1 everything.",
+    )
+    max_epochs: int = Field(default=10, ge=1, description="Upper bound on epochs.")
+    early_stopping_patience: int = Field(
+        default=3, ge=0, description="Stop after this many epochs without a lower val_loss."
+    )
+    batch_size: int = Field(default=16, ge=1, description="Training batch size per device.")
+    learning_rate: float = Field(default=1e-4, gt=0, description="Adam learning rate.")
+    seed: int = Field(default=42, description="Seeds init, shuffling and augmentation.")
+    horizontal_flip: bool = Field(
+        default=True, description="Random left-right flip of training images (never val/test)."
+    )
+    num_workers: int = Field(default=0, ge=0, description="DataLoader worker processes.")
+    feature_cache: Literal["auto", "off"] = Field(
+        default="auto",
+        description=(
+            "auto: when a frozen prefix exists, compute it once per image and view (image and "
+            "mirror) in reduced precision and train the rest on the cache. off: full forward "
+            "pass every epoch."
+        ),
+    )
+    feature_batch_size: int = Field(
+        default=64,
+        ge=1,
+        description="Batch size of the one pass over the frozen prefix (inference only).",
+    )

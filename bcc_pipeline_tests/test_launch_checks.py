@@ -1,0 +1,185 @@
+"""The launch check: config mistakes stop a run before any asset, in one message per field."""
+
+import urllib.error
+
+import dagster as dg
+import pytest
+import torch
+
+from bcc_pipeline.definitions import defs
+from bcc_pipeline.launch_checks import launch_problems
+from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, DatasetResource
+from bcc_pipeline_tests.assets.conftest import (
+    launch_failure,
+    pipeline_assets,
+    resources,
+    tiny_run_config,
+)
+
+no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="checks behaviour without a GPU")
+
+
+def _offline(*args, **kwargs):
+    raise urllib.error.URLError("network is unreachable")
+
+
+@pytest.fixture
+def empty_torch_cache(tmp_path, monkeypatch):
+    """No cached weights, and every download fails, as on an air-gapped machine."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _offline)
+
+
+def _run(sample_root, artifacts_root, run_config, **resource_options):
+    return dg.materialize(
+        pipeline_assets(),
+        resources=resources(sample_root, artifacts_root, **resource_options),
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def _with(config: dg.RunConfig, op: str, **changes) -> dg.RunConfig:
+    ops = {name: {"config": dict(value["config"])} for name, value in config.ops.items()}
+    ops.setdefault(op, {"config": {}})["config"].update(changes)
+    return dg.RunConfig(ops=ops)
+
+
+@pytest.mark.parametrize(
+    ("op", "changes", "expected"),
+    [
+        (
+            "vit_checkpoint",
+            {"backbone": "vit_b16"},
+            "ops.vit_checkpoint.config.backbone: unknown backbone 'vit_b16'",
+        ),
+        ("vit_checkpoint", {"backbone": "vit_b16"}, "Did you mean vit_b_16"),
+        (
+            "vit_checkpoint",
+            {"learning_rate": -1},
+            "ops.vit_checkpoint.config.learning_rate: Input should be greater than 0",
+        ),
+        (
+            "vit_checkpoint",
+            {"batch_size": 0},
+            "ops.vit_checkpoint.config.batch_size: Input should be greater than or equal to 1",
+        ),
+        (
+            "vit_checkpoint",
+            {"trainable_blocks": 9},
+            "ops.vit_checkpoint.config.trainable_blocks: trainable_blocks 9 exceeds the 4 blocks",
+        ),
+        (
+            "vit_checkpoint",
+            {"weights": "/nowhere/vit.pth"},
+            "ops.vit_checkpoint.config.weights: weights file '/nowhere/vit.pth' does not exist",
+        ),
+        (
+            "preprocessed_tensors",
+            {"image_size": 40},
+            "ops.preprocessed_tensors.config.image_size: vit_tiny takes whole 16-pixel patches",
+        ),
+        (
+            "stratified_split",
+            {"train_fraction": 0.8},
+            "ops.stratified_split.config: split fractions must sum to 1",
+        ),
+    ],
+)
+def test_a_config_mistake_stops_the_run_before_any_asset(
+    sample_root, tmp_path, op, changes, expected
+):
+    result = _run(sample_root, tmp_path, _with(tiny_run_config(), op, **changes))
+    message = launch_failure(result)
+    assert "nothing was run" in message
+    assert expected in message
+
+
+def test_pretrained_weights_needing_another_size_and_no_download_are_both_said(
+    sample_root, tmp_path, empty_torch_cache
+):
+    config = _with(
+        _with(tiny_run_config(), "vit_checkpoint", backbone="vit_b_16", weights="DEFAULT"),
+        "preprocessed_tensors",
+        image_size=112,
+    )
+    message = launch_failure(_run(sample_root, tmp_path, config))
+    assert "2 problems" in message
+    assert (
+        "ops.preprocessed_tensors.config.image_size: vit_b_16 with weights "
+        "ViT_B_16_Weights.IMAGENET1K_V1 needs image_size 224; got 112"
+    ) in message
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / "vit_b_16-c867db91.pth"
+    assert "ops.vit_checkpoint.config.weights: cannot download" in message
+    assert str(cached) in message
+
+
+@no_gpu
+def test_a_gpu_that_is_not_there_stops_the_run_naming_what_is(sample_root, tmp_path):
+    message = launch_failure(_run(sample_root, tmp_path, tiny_run_config(), accelerator="gpu"))
+    assert "resources.accelerator.config.accelerator: accelerator 'gpu' was asked for" in message
+    assert "Available: cpu" in message
+
+
+def test_an_artifacts_root_that_cannot_be_created_stops_the_run(sample_root, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    message = launch_failure(_run(sample_root, blocker / "artifacts", tiny_run_config()))
+    assert "resources.artifacts.config.root: cannot create the artifacts root" in message
+
+
+def test_every_problem_is_listed_at_once(sample_root, tmp_path):
+    config = _with(
+        _with(tiny_run_config(), "vit_checkpoint", backbone="nope", learning_rate=0),
+        "stratified_split",
+        test_fraction=0.5,
+    )
+    message = launch_failure(_run(sample_root, tmp_path, config))
+    assert "3 problems" in message
+    assert message.count("\n- ") == 3
+
+
+def _problems(tmp_path, run_config, selected=None):
+    return launch_problems(
+        run_config,
+        selected,
+        DatasetResource(data_dir=str(tmp_path)),
+        ArtifactsResource(root=str(tmp_path / "artifacts")),
+        AcceleratorResource(accelerator="cpu"),
+    )
+
+
+def _training(**settings) -> dict:
+    return {"ops": {"vit_checkpoint": {"config": settings}}}
+
+
+def test_only_the_assets_a_run_selects_are_checked(tmp_path):
+    bad = _training(backbone="nope", weights="none")
+    assert _problems(tmp_path, bad, {"raw_image_manifest", "stratified_split"}) == []
+    problems = _problems(tmp_path, bad, {"vit_checkpoint"})
+    assert len(problems) == 1 and problems[0].startswith("ops.vit_checkpoint.config.backbone")
+
+
+@pytest.mark.parametrize(("backbone", "accepted"), [("resnet18", True), ("vit_b_16", False)])
+def test_the_backbone_decides_which_image_sizes_work(tmp_path, backbone, accepted):
+    config = _training(backbone=backbone, weights="none")
+    config["ops"]["preprocessed_tensors"] = {"config": {"image_size": 100}}
+    problems = _problems(tmp_path, config)
+    assert (problems == []) is accepted
+    if not accepted:
+        assert problems[0].startswith("ops.preprocessed_tensors.config.image_size: vit_b_16")
+
+
+@pytest.mark.parametrize("devices", [2, [0, 1], "0,1", "2", "auto"])
+def test_devices_take_every_form_lightning_does(devices):
+    job = defs.resolve_job_def("training_job")
+    config = {"resources": {"accelerator": {"config": {"devices": devices}}}}
+    assert dg.validate_run_config(job, config)["resources"]["accelerator"]["config"] == {
+        **dg.validate_run_config(job, {})["resources"]["accelerator"]["config"],
+        "devices": devices,
+    }
+
+
+def test_two_cpu_devices_written_as_a_yaml_integer_give_two_processes():
+    device = AcceleratorResource(accelerator="cpu", devices=2, strategy="ddp").trainer_device()
+    assert device.world_size == 2 and device.devices == 2
