@@ -16,7 +16,7 @@ from bcc_pipeline.sample_data import KAGGLE_SUBDIR, generate_sample_dataset
 CLASSES = ["brain_glioma", "brain_menin", "brain_tumor"]
 FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
 REPORT_KEYS = {
-    # report.json's keys, fixed by DESIGN.md: other people's scripts read them.
+    # report.json's keys are a contract: other people's scripts read them.
     "accuracy",
     "accuracy_ci95",
     "loss",

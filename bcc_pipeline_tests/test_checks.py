@@ -1,6 +1,7 @@
 """Asset checks called directly on real artifacts, passing and failing."""
 
 import json
+import shutil
 
 import dagster as dg
 import pandas as pd
@@ -8,10 +9,12 @@ import pytest
 import torch
 
 from bcc_pipeline import checks
+from bcc_pipeline.assets.tensors import preprocessed_tensors
 from bcc_pipeline.data.manifest import scan_folder
 from bcc_pipeline.data.split import stratified_group_split
 from bcc_pipeline.resources import QualityGatesResource
 from bcc_pipeline.storage import write_parquet
+from bcc_pipeline_tests.assets.conftest import resources
 from bcc_pipeline_tests.conftest import FRACTIONS, save_tiny_checkpoint, tiny_net
 
 
@@ -103,3 +106,34 @@ def test_report_floor(tmp_path):
     assert checks.accuracy_meets_floor(str(path), QualityGatesResource(accuracy_floor=0.7)).passed
     result = checks.accuracy_meets_floor(str(path), QualityGatesResource(accuracy_floor=0.8))
     assert not result.passed and "below the floor" in result.metadata["reason"].value
+
+
+def test_a_leaking_split_stops_the_run_before_the_tensors(sample_root, tmp_path):
+    """no_leak_across_splits is blocking: nothing downstream of a leaking split runs."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root, data)
+    _, table = _split(data, tmp_path)
+    (data / "copy.jpg").write_bytes((data / table["path"].iloc[0]).read_bytes())
+    moved = table["split"].iloc[0]
+    twin = table.iloc[[0]].assign(path="copy.jpg", split="test" if moved != "test" else "train")
+    leaky = pd.concat([table, twin], ignore_index=True)
+    leaky.attrs = table.attrs
+    path = str(write_parquet(tmp_path / "leaky.parquet", leaky))
+
+    @dg.asset(name="stratified_split")
+    def leaky_split() -> str:
+        return path
+
+    result = dg.materialize(
+        [leaky_split, preprocessed_tensors, checks.no_leak_across_splits],
+        resources=resources(data, tmp_path / "artifacts"),
+        run_config=dg.RunConfig(ops={"preprocessed_tensors": {"config": {"image_size": 32}}}),
+        raise_on_error=False,
+    )
+    assert not result.success
+    evaluation = result.get_asset_check_evaluations()[0]
+    assert evaluation.check_name == "no_leak_across_splits" and not evaluation.passed
+    materialized = {
+        event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+    }
+    assert materialized == {"stratified_split"}

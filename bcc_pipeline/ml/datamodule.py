@@ -101,6 +101,3 @@ class MRIDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -49,7 +49,8 @@ def wilson_interval(successes: int, total: int) -> tuple[float, float]:
 def classification_report(
     logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]
 ) -> dict:
-    """report.json content: the keys DESIGN.md fixes, rows of the confusion matrix = true class."""
+    """report.json content (its keys are a contract: other people's scripts read them); rows
+    of the confusion matrix are the true class."""
     n = len(class_names)
     predictions = logits.argmax(dim=1)
     accuracy = float(MulticlassAccuracy(n, average="micro")(predictions, labels))

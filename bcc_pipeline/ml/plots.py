@@ -1,32 +1,33 @@
-"""PNG figures for the report and the training run (matplotlib, Agg: no display needed)."""
+"""PNG figures for the report and the training run. Figures are built with matplotlib's
+object API (no pyplot): no backend is chosen, no display is needed, no global state changes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
+from bcc_pipeline.storage import atomic_path
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 
-from bcc_pipeline.storage import atomic_path  # noqa: E402
+def _figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list[Axes]]:
+    figure = Figure(figsize=(width, height))
+    return figure, [figure.add_subplot(1, columns, index + 1) for index in range(columns)]
 
 
 def _save(figure: Figure, path: Path) -> Path:
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     return path
 
 
 def confusion_matrix_plot(report: dict, path: Path) -> Path:
     matrix = np.array(report["confusion_matrix"])
     names = report["class_names"]
-    figure, axes = plt.subplots(figsize=(1.6 * len(names) + 2, 1.4 * len(names) + 1.5))
+    figure, (axes,) = _figure(1.6 * len(names) + 2, 1.4 * len(names) + 1.5)
     axes.imshow(matrix, cmap="Blues")
     axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
     axes.set_yticks(range(len(names)), names)
@@ -43,20 +44,21 @@ def per_class_plot(report: dict, path: Path) -> Path:
     names = report["class_names"]
     metrics = ("precision", "recall", "f1")
     positions = np.arange(len(names))
-    figure, axes = plt.subplots(figsize=(2 * len(names) + 2, 3.5))
+    figure, (axes,) = _figure(2 * len(names) + 2, 3.5)
     for offset, metric in enumerate(metrics):
         values = [report["per_class"][name][metric] for name in names]
         axes.bar(positions + (offset - 1) * 0.27, values, width=0.27, label=metric)
     axes.set_xticks(positions, names)
     axes.set_ylim(0, 1.05)
-    axes.legend(loc="lower right")
+    # Below the axes, so that the legend never hides a bar.
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(metrics))
     axes.set_title("Per-class scores on the test split")
     return _save(figure, path)
 
 
 def training_curves_plot(history: pd.DataFrame, path: Path, best_epoch: int) -> Path:
-    figure, (loss_axes, acc_axes) = plt.subplots(1, 2, figsize=(9, 3.5))
-    epochs = history["epoch"] + 1
+    figure, (loss_axes, acc_axes) = _figure(9, 3.5, columns=2)
+    epochs = history["epoch"]
     for stage in ("train", "val"):
         loss_axes.plot(epochs, history[f"{stage}_loss"], marker="o", label=stage)
         acc_axes.plot(epochs, history[f"{stage}_acc"], marker="o", label=stage)

@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bcc_pipeline.ml import training
 from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.evaluation import predict_logits
 from bcc_pipeline.ml.settings import TrainingSettings
@@ -97,3 +98,26 @@ def test_gpu_training_matches_the_cpu_recipe(sample_tensors, tmp_path):
     assert on_gpu.best_val_loss == pytest.approx(on_cpu.best_val_loss, abs=0.05)
     agreement = _predictions(on_gpu, sample_tensors) == _predictions(on_cpu, sample_tensors)
     assert agreement.float().mean() >= 8 / 9
+
+
+def test_two_process_ddp_caches_features_once_and_keeps_one_checkpoint(
+    sample_tensors, tmp_path, monkeypatch
+):
+    """The frozen prefix runs once, in this process, before the workers start; only rank 0
+    writes, so one best checkpoint and one metrics log come out, one row per epoch."""
+    calls = []
+    original = training.cached_feature_splits
+    monkeypatch.setattr(
+        training, "cached_feature_splits", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    ddp = TrainerDevice.resolve(accelerator="cpu", devices=2, strategy="ddp")
+    work = tmp_path / "ddp"
+    work.mkdir()
+    result = fit_classifier(sample_tensors, TINY.model_copy(update={"max_epochs": 2}), ddp, work)
+    assert calls == [1]
+    assert result.world_size == 2 and result.used_feature_cache
+    assert result.history["epoch"].tolist() == [1, 2]
+    assert len(list((work / "lightning").glob("*.ckpt"))) == 1
+    assert len(list(work.rglob("metrics.csv"))) == 1
+    single = _fit(sample_tensors, tmp_path, max_epochs=2)
+    assert result.net.state_dict().keys() == single.net.state_dict().keys()
