@@ -27,6 +27,8 @@ from bcc_pipeline.ml.network import ClassifierNet, build_network
 from bcc_pipeline.ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
+CACHED_CHUNK = 512
+"""Samples per Lightning batch when training on cached features (see module.py)."""
 
 
 @dataclass
@@ -155,6 +157,8 @@ def fit_classifier(
     # Decided once: train on cached frozen-prefix features when there is a prefix to cache.
     use_cache = settings.feature_cache == "auto" and net.cacheable
     inference_dtype = device.inference_dtype if use_cache else torch.float32
+    # Samples per Lightning batch; the optimizer still steps every settings.batch_size.
+    chunk = settings.batch_size * (max(1, CACHED_CHUNK // settings.batch_size) if use_cache else 1)
     feature_seconds = 0.0
     if use_cache:
         start = time.perf_counter()
@@ -172,13 +176,17 @@ def fit_classifier(
             f"cached frozen-prefix features in {feature_seconds:.1f}s ({inference_dtype}, "
             f"{len(splits['train'].views)} views per training image)"
         )
-        datamodule = MRIDataModule(splits, settings.batch_size, settings.num_workers)
+        datamodule = MRIDataModule(splits, chunk, settings.num_workers)
     else:
         datamodule = MRIDataModule.from_tensors(
-            tensors, settings.batch_size, settings.horizontal_flip, settings.num_workers
+            tensors, chunk, settings.horizontal_flip, settings.num_workers
         )
     module = BrainMRIClassifier(
-        net, tensors.class_names, settings.learning_rate, train_on_features=use_cache
+        net,
+        tensors.class_names,
+        settings.learning_rate,
+        settings.batch_size,
+        train_on_features=use_cache,
     )
     start = time.perf_counter()
     with _quiet_fit(1 if use_cache and settings.trainable_blocks == 0 else None):

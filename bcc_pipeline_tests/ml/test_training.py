@@ -121,3 +121,18 @@ def test_two_process_ddp_caches_features_once_and_keeps_one_checkpoint(
     assert len(list(work.rglob("metrics.csv"))) == 1
     single = _fit(sample_tensors, tmp_path, max_epochs=2)
     assert result.net.state_dict().keys() == single.net.state_dict().keys()
+
+
+def test_chunked_steps_on_cached_features_are_the_recipes_batch_steps(
+    sample_tensors, tmp_path, monkeypatch
+):
+    """Several optimizer batches per Lightning batch change the bookkeeping, not the math:
+    the same Adam steps on the same batches of 16 in the same order."""
+    chunked = _fit(sample_tensors, tmp_path, max_epochs=3)
+    monkeypatch.setattr(training, "CACHED_CHUNK", TINY.batch_size)
+    one_by_one = _fit(sample_tensors, tmp_path, max_epochs=3)
+    assert chunked.used_feature_cache and one_by_one.used_feature_cache
+    torch.testing.assert_close(chunked.net.head.weight, one_by_one.net.head.weight)
+    assert chunked.history["val_loss"].tolist() == pytest.approx(
+        one_by_one.history["val_loss"].tolist()
+    )
