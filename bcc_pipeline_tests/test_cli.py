@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR
@@ -52,6 +53,7 @@ def test_predict_with_a_missing_checkpoint_is_one_clear_line(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.slow
 def test_demo_generates_the_sample_and_prints_the_report(tmp_path):
     config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     config["resources"]["dataset"] = {"config": {"data_dir": str(tmp_path / "sample")}}

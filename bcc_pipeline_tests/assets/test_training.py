@@ -1,9 +1,13 @@
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from bcc_pipeline_tests.assets.conftest import materialization
+
+# The shared pipeline run trains a model.
+pytestmark = pytest.mark.slow
 
 
 def test_checkpoint_asset_is_plain_data_with_metadata(pipeline_run):
