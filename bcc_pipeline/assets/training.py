@@ -62,7 +62,14 @@ def vit_checkpoint(
         tempfile.TemporaryDirectory(dir=folder, prefix=".work-") as work_dir,
         user_errors(ConfigError),
     ):
-        result = fit_classifier(tensors, config, device, Path(work_dir), log=log)
+        result = fit_classifier(
+            tensors,
+            config,
+            device,
+            Path(work_dir),
+            log=log,
+            feature_stores=artifacts.path / "cache" / "features",
+        )
     write_text(folder / "history.csv", result.history.to_csv(index=False))
     curves = training_curves_plot(result.history, folder / "training_curves.png", result.best_epoch)
     summary = {
@@ -75,6 +82,7 @@ def vit_checkpoint(
         "feature_cache_seconds": round(result.feature_seconds, 2),
         "images_per_second": round(result.images_per_second, 1),
         "used_feature_cache": result.used_feature_cache,
+        "reused_features": result.reused_features,
         "world_size": result.world_size,
     }
     path = save_checkpoint(

@@ -21,7 +21,7 @@ from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.backbones import check_backbone
 from bcc_pipeline.ml.datamodule import MRIDataModule
 from bcc_pipeline.ml.devices import TrainerDevice
-from bcc_pipeline.ml.features import cached_feature_splits
+from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import ClassifierNet, build_network
 from bcc_pipeline.ml.settings import TrainingSettings
@@ -45,6 +45,8 @@ class FitResult:
     train_seconds: float
     feature_seconds: float
     used_feature_cache: bool
+    reused_features: bool
+    """Whether the cached features came from an earlier run's store."""
     inference_dtype: torch.dtype
     """The precision the trained part saw its inputs in; evaluation should use it too."""
     world_size: int
@@ -141,8 +143,11 @@ def fit_classifier(
     device: TrainerDevice,
     work_dir: Path,
     log: Callable[[str], None] = logger.info,
+    feature_stores: Path | None = None,
 ) -> FitResult:
-    """Train, keep the best val_loss epoch, and return the network holding those weights."""
+    """Train, keep the best val_loss epoch, and return the network holding those weights.
+    Frozen-prefix features are kept under `feature_stores` (one folder per content key) for
+    later runs to reuse; without it they live in `work_dir` for this run only."""
     check_backbone(
         settings.backbone, settings.weights, tensors.image_size, settings.trainable_blocks
     )
@@ -160,20 +165,32 @@ def fit_classifier(
     # Samples per Lightning batch; the optimizer still steps every settings.batch_size.
     chunk = settings.batch_size * (max(1, CACHED_CHUNK // settings.batch_size) if use_cache else 1)
     feature_seconds = 0.0
+    reused = False
     if use_cache:
+        key = feature_store_key(
+            tensors.fingerprint,
+            tensors.image_size,
+            settings.backbone,
+            settings.weights,
+            settings.seed,
+            settings.trainable_blocks,
+            settings.horizontal_flip,
+            inference_dtype,
+        )
         start = time.perf_counter()
-        splits = cached_feature_splits(
+        splits, reused = cached_feature_splits(
             net,
             tensors,
             device.torch_device,
             inference_dtype,
             settings.horizontal_flip,
-            work_dir,
+            (feature_stores or work_dir) / key,
             settings.feature_batch_size,
         )
         feature_seconds = time.perf_counter() - start
+        verb = "read back stored" if reused else "cached"
         log(
-            f"cached frozen-prefix features in {feature_seconds:.1f}s ({inference_dtype}, "
+            f"{verb} frozen-prefix features in {feature_seconds:.1f}s ({inference_dtype}, "
             f"{len(splits['train'].views)} views per training image)"
         )
         datamodule = MRIDataModule(splits, chunk, settings.num_workers)
@@ -211,6 +228,7 @@ def fit_classifier(
         train_seconds=train_seconds,
         feature_seconds=feature_seconds,
         used_feature_cache=use_cache,
+        reused_features=reused,
         inference_dtype=inference_dtype,
         world_size=device.world_size,
         images_per_second=seen / max(train_seconds + feature_seconds, 1e-9),

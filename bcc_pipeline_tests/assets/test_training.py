@@ -1,10 +1,12 @@
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 import torch
 
-from bcc_pipeline_tests.assets.conftest import materialization
+from bcc_pipeline.assets.training import vit_checkpoint
+from bcc_pipeline_tests.assets.conftest import materialization, resources, tiny_run_config
 
 # The shared pipeline run trains a model.
 pytestmark = pytest.mark.slow
@@ -47,3 +49,27 @@ def test_epoch_progress_reaches_the_run_log(pipeline_run):
     epoch_lines = [m for m in messages if m.startswith("epoch ")]
     assert len(epoch_lines) == 2
     assert "val_loss" in epoch_lines[0] and "train_acc" in epoch_lines[0]
+
+
+def test_a_retrain_on_the_same_tensors_reads_the_stored_features_back(pipeline_run, tmp_path):
+    tensors = materialization(pipeline_run.result, "preprocessed_tensors")["artifact_path"]
+
+    @dg.asset(name="preprocessed_tensors")
+    def same_tensors() -> str:
+        return tensors
+
+    runs = [
+        dg.materialize(
+            [same_tensors, vit_checkpoint],
+            resources=resources(Path("."), tmp_path),
+            run_config=dg.RunConfig(
+                ops={"vit_checkpoint": tiny_run_config(trainable_blocks=0).ops["vit_checkpoint"]}
+            ),
+        )
+        for _ in range(2)
+    ]
+    first, second = (materialization(run, "vit_checkpoint") for run in runs)
+    assert first["used_feature_cache"] and not first["reused_features"]
+    assert second["reused_features"]
+    assert second["best_val_loss"] == first["best_val_loss"]
+    assert len(list((tmp_path / "cache" / "features").iterdir())) == 1
