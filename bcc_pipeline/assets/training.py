@@ -68,7 +68,7 @@ def vit_checkpoint(
             device,
             Path(work_dir),
             log=log,
-            feature_stores=artifacts.path / "cache" / "features",
+            feature_stores=artifacts.store_dir("features"),
         )
     write_text(folder / "history.csv", result.history.to_csv(index=False))
     curves = training_curves_plot(result.history, folder / "training_curves.png", result.best_epoch)

@@ -132,6 +132,7 @@ def cached_feature_splits(
     to a private folder first and renamed into place whole, so a reader never sees half a
     store and two runs computing the same key at once do not mix their files."""
     if (store / COMPLETE).is_file():
+        os.utime(store)  # used now: retention keeps the most recently used stores
         return _load_views(store, tensors, horizontal_flip), True
     partial = store.with_name(f".{store.name}.{os.getpid()}.tmp")
     shutil.rmtree(partial, ignore_errors=True)
