@@ -28,6 +28,8 @@ from bcc_pipeline.ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
 CACHED_CHUNK = 512
+PROGRESS_EVERY_SECONDS = 30.0
+"""Within a long epoch, a progress line this often."""
 """Samples per Lightning batch when training on cached features (see module.py)."""
 
 
@@ -54,10 +56,33 @@ class FitResult:
 
 
 class EpochProgress(Callback):
-    """One log line per epoch, so a Dagster run log shows training as it happens."""
+    """One log line per epoch, so a Dagster run log shows training as it happens; within an
+    epoch that takes long, a line every `every_seconds` too."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], every_seconds: float) -> None:
         self.emit = log
+        self.every_seconds = every_seconds
+        self._epoch_start = self._last = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._epoch_start = self._last = time.monotonic()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        module: pl.LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        now = time.monotonic()
+        if not trainer.is_global_zero or now - self._last < self.every_seconds:
+            return
+        self._last = now
+        self.emit(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {batch_idx + 1}/"
+            f"{trainer.num_training_batches} batches in {now - self._epoch_start:.0f}s"
+        )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         """Runs after this epoch's validation, so train and val numbers are of one epoch."""
@@ -67,7 +92,8 @@ class EpochProgress(Callback):
         self.emit(
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
             f"train_loss {metrics['train_loss']:.4f} train_acc {metrics['train_acc']:.3f} "
-            f"val_loss {metrics['val_loss']:.4f} val_acc {metrics['val_acc']:.3f}"
+            f"val_loss {metrics['val_loss']:.4f} val_acc {metrics['val_acc']:.3f} "
+            f"({time.monotonic() - self._epoch_start:.1f}s)"
         )
 
 
@@ -124,7 +150,7 @@ def build_trainer(
         callbacks=[
             EarlyStopping("val_loss", patience=settings.early_stopping_patience, mode="min"),
             checkpoint,
-            EpochProgress(log),
+            EpochProgress(log, PROGRESS_EVERY_SECONDS),
         ],
         logger=csv_logger,
         deterministic=device.accelerator == "cpu",

@@ -136,3 +136,16 @@ def test_chunked_steps_on_cached_features_are_the_recipes_batch_steps(
     assert chunked.history["val_loss"].tolist() == pytest.approx(
         one_by_one.history["val_loss"].tolist()
     )
+
+
+def test_long_epochs_report_progress_between_epoch_lines(sample_tensors, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "PROGRESS_EVERY_SECONDS", 0.0)
+    lines: list[str] = []
+    settings = TINY.model_copy(update={"max_epochs": 1, "feature_cache": "off"})
+    fit_classifier(sample_tensors, settings, CPU, tmp_path, log=lines.append)
+    batches = -(-len(sample_tensors.labels("train")) // settings.batch_size)
+    progress = [line for line in lines if "batches in" in line]
+    assert [line.split(" batches")[0] for line in progress] == [
+        f"epoch 1/1: {done}/{batches}" for done in range(1, batches + 1)
+    ]
+    assert "val_loss" in lines[-1]
