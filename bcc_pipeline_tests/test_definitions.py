@@ -154,3 +154,22 @@ def test_a_config_mistake_from_the_cli_is_one_message_and_writes_nothing(sample_
     assert "- ops.vit_checkpoint.config.backbone: unknown backbone 'vit_b16'" in output
     assert "Traceback" not in output and "Stack Trace" not in output
     assert not [path for path in artifacts.rglob("*") if path.is_file()]
+
+
+def test_loading_the_code_location_imports_no_deep_learning_stack():
+    """The UI, the daemon and every run load the code location; torch and Lightning are
+    imported only inside the steps that need them."""
+    heavy = ["torch", "torchvision", "pytorch_lightning", "matplotlib", "scipy"]
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, bcc_pipeline.definitions; "
+            f"print([name for name in {heavy!r} if name in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
