@@ -77,10 +77,12 @@ def _components(count: int, edges: np.ndarray) -> np.ndarray:
     return connected_components(graph, directed=False)[1]
 
 
-def _group_names(digests: pd.Series, components: np.ndarray) -> np.ndarray:
-    """Name each group by its smallest member digest: stable whatever the file order."""
-    smallest = pd.Series(digests.to_numpy()).groupby(components).transform("min")
-    return ("g" + smallest.str[:16]).to_numpy()
+def _group_names(sorted_digests: pd.Series, components: np.ndarray) -> np.ndarray:
+    """Name each group by its smallest member digest: stable whatever the file order. The rows
+    are sorted by digest, so a group's first row holds its smallest."""
+    first_row = np.full(components.max(initial=-1) + 1, len(components))
+    np.minimum.at(first_row, components, np.arange(len(components)))
+    return ("g" + sorted_digests.str[:16]).to_numpy()[first_row[components]]
 
 
 def _targets(count: int, fractions: dict[str, float]) -> dict[str, int]:
@@ -131,10 +133,10 @@ def _decide_new_content(
     split. New rows are decided per cluster (new rows connected through new rows) by what the
     cluster touches: the splits and labels of the old rows it duplicates, its own labels, and
     the split its content had under another label (a file moved to another class folder)."""
-    by_digest = previous.set_index("sha256")
-    known_split = usable["sha256"].map(by_digest["split"]).to_numpy()
-    is_old = (usable["sha256"].map(by_digest["label"]) == usable["label"]).to_numpy()
+    known = previous.set_index("sha256").reindex(usable["sha256"].to_numpy())
+    known_split = known["split"].to_numpy()
     labels = usable["label"].to_numpy()
+    is_old = known["label"].to_numpy() == labels
     new_edges = edges[~is_old[edges[:, 0]] & ~is_old[edges[:, 1]]]
     cluster = np.where(is_old, -1, _components(len(usable), new_edges))
     crossing = edges[is_old[edges[:, 0]] != is_old[edges[:, 1]]]
@@ -261,18 +263,19 @@ def _check_no_split_is_empty(kept: pd.DataFrame) -> None:
 
 
 def _duplicate_summary(kept: pd.DataFrame) -> pd.DataFrame:
-    sizes = kept.groupby("group")["path"].agg(["size", list])
-    multi = sizes[sizes["size"] > 1]
-    first = kept.groupby("group")[["label", "split"]].first().loc[multi.index]
-    return pd.DataFrame(
-        {
-            "group": multi.index,
-            "label": first["label"].to_numpy(),
-            "split": first["split"].to_numpy(),
-            "size": multi["size"].to_numpy(),
-            "paths": multi["list"].to_numpy(),
-        }
+    """One row per group of more than one image (few: listing every group would be slow)."""
+    in_multi = kept.groupby("group")["path"].transform("size") > 1
+    summary = (
+        kept[in_multi]
+        .groupby("group")
+        .agg(
+            label=("label", "first"),
+            split=("split", "first"),
+            size=("path", "size"),
+            paths=("path", list),
+        )
     )
+    return summary.reset_index()
 
 
 def split_fingerprint(table: pd.DataFrame) -> str:
