@@ -305,7 +305,11 @@ def test_image_moved_to_another_class_folder_keeps_its_split(first_split, manife
     moved.loc[moved["path"] == old["path"], "label"] = other_label
     result = stratified_group_split(moved, FRACTIONS, seed=0, previous=first_split.ledger)
     row = result.table.set_index("path").loc[old["path"]]
-    assert (row["split"], row["label"]) == (old["split"], other_label)
+    assert (row["split"], row["label"], row["assignment"]) == (
+        old["split"],
+        other_label,
+        JOINED_GROUP,
+    )
     assert result.ledger.set_index("sha256").loc[old["sha256"], "label"] == other_label
 
 
