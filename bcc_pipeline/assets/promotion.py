@@ -103,6 +103,12 @@ def _against_production(
             f"{champion['class_names']}; if that change is intended, {aside}"
         )
         return NOTHING_COMPARED, 0, [why]
+    if champion["image_size"] != tensors.image_size:
+        why = (
+            f"the production model takes {champion['image_size']} px images, this run's tensors "
+            f"are {tensors.image_size} px, so it cannot be scored on them; {aside}"
+        )
+        return NOTHING_COMPARED, 0, [why]
     seen = _seen_by(champion, artifacts)
     if seen is None:
         why = (

@@ -46,11 +46,16 @@ def _test_digests(tensors: TensorSplits, label: int) -> list[str]:
 
 
 def _model(
-    folder: Path, answer: int, seen: list[str] | None = (), names=NAMES, run_id="train-run"
+    folder: Path,
+    answer: int,
+    seen: list[str] | None = (),
+    names=NAMES,
+    run_id="train-run",
+    image_size=32,
 ) -> str:
     """A checkpoint that answers class `answer` for every image and says it trained on `seen`
     (None: a checkpoint from before training digests were stored)."""
-    module = BrainMRIClassifier(names, image_size=32, backbone="vit_tiny", weights="none")
+    module = BrainMRIClassifier(names, image_size=image_size, backbone="vit_tiny", weights="none")
     with torch.no_grad():
         module.net.head.weight.zero_()
         module.net.head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(answer), len(names)))
@@ -197,6 +202,28 @@ def test_other_class_names_are_refused_with_the_reason(tmp_path, tensors):
     reason = event.metadata["reason"].value
     assert not event.metadata["promoted"].value
     assert "differ from production's" in reason and f"move {POINTER_FILE} aside" in reason
+
+
+def test_production_model_for_another_image_size_is_not_scored_and_says_why(tmp_path, tensors):
+    first = _decide(tmp_path, tensors, _model(tmp_path / "big", GLIOMA, image_size=64))
+    assert first["promoted"]
+    result = _decide(tmp_path, tensors, _model(tmp_path / "challenger", MENIN))
+    assert not result["promoted"] and result["n_compared"] == 0
+    assert "takes 64 px images, this run's tensors are 32 px" in result["reason"]
+
+
+def test_damaged_pointer_fails_with_what_to_do(tmp_path, tensors):
+    _champion(tmp_path, tensors, GLIOMA)
+    (tmp_path / "artifacts" / "production_model" / POINTER_FILE).write_text("{")
+    folder = tmp_path / "next"
+    checkpoint = _model(folder, MENIN)
+    result = dg.materialize(
+        [*_stubs(checkpoint, _report(folder, 0.5), tensors), production_model],
+        resources=_resources(tmp_path / "artifacts"),
+        raise_on_error=False,
+    )
+    message = result.failure_data_for_node("production_model").error.message
+    assert "is damaged" in message and "move it aside" in message
 
 
 def test_champion_without_stored_digests_is_judged_by_its_runs_split(tmp_path, tensors):
