@@ -22,6 +22,8 @@ LEDGER_COLUMNS = ["sha256", "split", "label"]
 CARRIED_OVER, JOINED_GROUP, NEW_GROUP = "carried_over", "joined_group", "new_group"
 """Values of the split table's `assignment` column: the content was assigned before; new
 content that follows the split of a group it duplicates; new content placed as a new group."""
+EXCLUDED = ("conflict", "bridging")
+"""Decisions for new content that is left out: a label conflict, or duplicates in two splits."""
 
 
 class SplitConfigError(ValueError):
@@ -175,7 +177,7 @@ def _decide_new_content(
         {
             "assignment": np.select(
                 [is_old, conflict, bridging, joined],
-                [CARRIED_OVER, "conflict", "bridging", JOINED_GROUP],
+                [CARRIED_OVER, *EXCLUDED, JOINED_GROUP],
                 NEW_GROUP,
             ),
             "split": np.where(is_old, known_split, np.where(joined, of_row["split"], None)),
@@ -208,7 +210,7 @@ def stratified_group_split(
     usable["split"] = decided["split"]
     usable["assignment"] = decided["assignment"]
 
-    keep = ~decided["assignment"].isin(["conflict", "bridging"]).to_numpy()
+    keep = ~decided["assignment"].isin(EXCLUDED).to_numpy()
     kept = usable[keep].reset_index(drop=True)
     renumber = np.cumsum(keep) - 1
     kept_edges = renumber[edges[keep[edges[:, 0]] & keep[edges[:, 1]]]]
@@ -226,10 +228,10 @@ def stratified_group_split(
         .sort_values("sha256")
         .reset_index(drop=True)
     )
-    bridging = decided["assignment"] == "bridging"
+    conflict, bridging = (decided["assignment"] == name for name in EXCLUDED)
     return SplitResult(
         table=kept,
-        conflicts=usable[decided["assignment"] == "conflict"].drop(columns=["split", "assignment"]),
+        conflicts=usable[conflict].drop(columns=["split", "assignment"]),
         bridging=usable.loc[bridging, ["path", "label", "sha256"]]
         .assign(splits=decided.loc[bridging, "bridged_splits"])
         .reset_index(drop=True),

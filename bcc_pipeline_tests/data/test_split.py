@@ -115,6 +115,12 @@ def test_bad_fractions_are_config_errors(manifest, fractions):
         stratified_group_split(manifest, fractions, seed=0)
 
 
+@pytest.mark.parametrize("distance", [-1, 256])
+def test_near_duplicate_distance_out_of_range_is_a_config_error(manifest, distance):
+    with pytest.raises(SplitConfigError, match="near_duplicate_distance must be"):
+        stratified_group_split(manifest, FRACTIONS, seed=0, near_duplicate_distance=distance)
+
+
 def test_group_ids_are_stable_names(manifest):
     table = stratified_group_split(manifest, FRACTIONS, seed=0).table
     assert table["group"].str.match(r"^g[0-9a-f]{16}$").all()
