@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from bcc_pipeline.ml.devices import TrainerDevice
+from bcc_pipeline.storage import check_writable_dir
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -39,9 +40,10 @@ class ArtifactsResource(dg.ConfigurableResource):
         return Path(self.root).expanduser().resolve()
 
     def run_dir(self, asset_name: str, run_id: str) -> Path:
-        """`root/<asset>/<run_id>/`, created; two runs never share one."""
+        """`root/<asset>/<run_id>/`, created; two runs never share one. A root that cannot be
+        created or written is an UnwritableDirError naming the cause."""
         path = self.path / asset_name / run_id
-        path.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(path)
         return path
 
 

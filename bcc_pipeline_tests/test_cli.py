@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -59,6 +60,32 @@ def test_predict_with_a_missing_checkpoint_is_one_clear_line(tmp_path):
     assert completed.returncode == 2
     assert completed.stderr.startswith("error:")
     assert "Traceback" not in completed.stderr
+
+
+def test_sample_data_into_a_file_is_one_clear_line(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    completed = _run("sample-data", "taken", "--per-class", "1", "--size", "32", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: cannot write to taken/")
+    assert completed.stderr.endswith("taken is a file, not a folder\n")
+    assert completed.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--per-class", "0", "argument --per-class: must be at least 1, not 0"),
+        ("--per-class", "-3", "argument --per-class: must be at least 1, not -3"),
+        ("--size", "8", "argument --size: must be from 32 to 4096, not 8"),
+        ("--seed", "-1", "argument --seed: must be at least 0, not -1"),
+        ("--per-class", "ten", "argument --per-class: 'ten' is not a whole number"),
+    ],
+)
+def test_sample_data_refuses_numbers_it_cannot_draw(tmp_path, option, value, message):
+    completed = _run("sample-data", "out", option, value, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().endswith(message)
+    assert not (tmp_path / "out").exists()
 
 
 def test_demo_generates_the_sample_and_prints_the_report(tmp_path):
