@@ -7,6 +7,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from bcc_pipeline.data.images import DEFAULT_MAX_FILE_BYTES
 from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.storage import check_writable_dir
 
@@ -21,6 +22,23 @@ class DatasetResource(dg.ConfigurableResource):
             "(e.g. the unzipped Kaggle 'Brain Cancer - MRI dataset'). Env BCC_DATA_DIR when set."
         ),
     )
+    max_file_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES,
+        gt=0,
+        description=(
+            "Files larger than this are rejected (status too_large) without being read: a "
+            "512x512 JPEG slice is about 50 KB. Default 64 MiB."
+        ),
+    )
+    class_folders: list[str] = Field(
+        default=[],
+        description=(
+            "The class folders, as paths relative to data_dir or their last parts "
+            "(['brain_glioma', 'brain_menin', 'brain_tumor']). Empty: the image-holding "
+            "sub-folders of the folder whose sub-folders hold the most images; images "
+            "elsewhere get status outside_class_folders."
+        ),
+    )
 
     @property
     def path(self) -> Path:
@@ -33,6 +51,15 @@ class ArtifactsResource(dg.ConfigurableResource):
     root: str = Field(
         default=os.environ.get("BCC_ARTIFACTS_DIR", "artifacts"),
         description="Where manifests, tensors, checkpoints and reports go. Env BCC_ARTIFACTS_DIR.",
+    )
+    stale_temp_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description=(
+            "raw_image_manifest removes temp files (.<name>.*.tmp) and .work-* folders of killed "
+            "runs under root that have not changed for this many hours, unless a live writer "
+            "holds them or their run is still in progress."
+        ),
     )
 
     @property

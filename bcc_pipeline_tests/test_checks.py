@@ -1,6 +1,7 @@
 """Asset checks called directly on real artifacts, passing and failing."""
 
 import json
+import shutil
 
 import dagster as dg
 import pandas as pd
@@ -89,3 +90,15 @@ def test_report_floor(tmp_path):
     assert checks.accuracy_meets_floor(str(path), QualityGatesResource(accuracy_floor=0.7)).passed
     result = checks.accuracy_meets_floor(str(path), QualityGatesResource(accuracy_floor=0.8))
     assert not result.passed and "below the floor" in result.metadata["reason"].value
+
+
+def test_images_outside_the_class_folders_fail_the_warning_check(sample_root, tmp_path):
+    clean = str(write_parquet(tmp_path / "clean.parquet", scan_folder(sample_root)))
+    assert checks.images_inside_class_folders(clean).passed
+    data = tmp_path / "data"
+    shutil.copytree(sample_root, data)
+    shutil.copy(next(data.rglob("*.jpg")), data / "stray.jpg")
+    stray = str(write_parquet(tmp_path / "stray.parquet", scan_folder(data)))
+    result = checks.images_inside_class_folders(stray)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["paths"].value == ["stray.jpg"]
