@@ -37,7 +37,7 @@ def _predict(args: argparse.Namespace) -> int:
         for result in predict_files(args.checkpoint, args.images):
             failed += "error" in result
             print(json.dumps(result), flush=True)
-    except (CheckpointError, FileNotFoundError) as err:
+    except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 1 if failed else 0
@@ -120,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(run=_sample_data)
 
     predict = commands.add_parser("predict", help="classify images; one JSON line per image")
-    predict.add_argument("--checkpoint", required=True, type=Path, help="model.pt from a run")
+    predict.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="model.pt from a run, or production_model's pointer (current.json)",
+    )
     predict.add_argument("images", nargs="+", type=Path, help="image files")
     predict.set_defaults(run=_predict)
 

@@ -1,5 +1,6 @@
 """`bcc-pipeline` as a user runs it, in a subprocess."""
 
+import io
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from bcc_pipeline.ml.checkpoint import save_checkpoint
 from bcc_pipeline.ml.module import BrainMRIClassifier
@@ -60,6 +62,59 @@ def test_predict_with_a_missing_checkpoint_is_one_clear_line(tmp_path):
     assert completed.returncode == 2
     assert completed.stderr.startswith("error:")
     assert "Traceback" not in completed.stderr
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    module = BrainMRIClassifier(
+        ["brain_glioma", "brain_menin", "brain_tumor"], 32, backbone="vit_tiny", weights="none"
+    )
+    return save_checkpoint(path, module, {})
+
+
+def test_predict_names_the_cause_of_each_bad_image_and_goes_on(sample_root, tmp_path):
+    checkpoint = _tiny_checkpoint(tmp_path / "model.pt")
+    empty, text, corrupt = tmp_path / "empty.jpg", tmp_path / "notes.png", tmp_path / "bad.png"
+    empty.write_bytes(b"")
+    text.write_text("patient notes")
+    buffer = io.BytesIO()
+    Image.new("L", (40, 40), 80).save(buffer, "PNG")
+    corrupt.write_bytes(buffer.getvalue()[:60])
+    good = sorted(sample_root.rglob("*.jpg"))[0]
+    images = [empty, text, corrupt, good]
+    completed = _run("predict", "--checkpoint", str(checkpoint), *map(str, images), cwd=tmp_path)
+    assert completed.returncode == 1 and completed.stderr == ""
+    lines = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [line["path"] for line in lines] == list(map(str, images))
+    assert [line.get("status") for line in lines] == ["empty", "not_an_image", "unreadable", None]
+    assert lines[0]["error"] == "empty file (0 bytes)"
+    assert "text starting 'patient notes'" in lines[1]["error"]
+    assert "object at 0x" not in completed.stdout
+    assert lines[3]["prediction"] in lines[3]["probabilities"]
+
+
+def test_predict_accepts_the_production_pointer_as_checkpoint(sample_root, tmp_path):
+    checkpoint = _tiny_checkpoint(tmp_path / "production_model" / "run1" / "model.pt")
+    pointer = tmp_path / "production_model" / "current.json"
+    pointer.write_text(json.dumps({"checkpoint": str(checkpoint), "run_id": "run1"}))
+    image = str(sorted(sample_root.rglob("*.jpg"))[0])
+    completed = _run("predict", "--checkpoint", str(pointer), image, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["prediction"] in {
+        "brain_glioma",
+        "brain_menin",
+        "brain_tumor",
+    }
+
+
+def test_predict_with_a_text_file_as_checkpoint_says_so_in_one_line(tmp_path):
+    notes = tmp_path / "model.pt"
+    notes.write_text("not a checkpoint")
+    completed = _run("predict", "--checkpoint", str(notes), "x.jpg", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr == (
+        f"error: {notes} is not a checkpoint: it is text starting 'not a checkpoint'\n"
+    )
 
 
 def test_sample_data_into_a_file_is_one_clear_line(tmp_path):

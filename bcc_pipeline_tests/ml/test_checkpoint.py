@@ -1,7 +1,7 @@
-import numpy as np
+import json
+
 import pytest
 import torch
-from PIL import Image
 
 from bcc_pipeline.ml.checkpoint import (
     CheckpointError,
@@ -10,7 +10,6 @@ from bcc_pipeline.ml.checkpoint import (
     save_checkpoint,
 )
 from bcc_pipeline.ml.module import BrainMRIClassifier
-from bcc_pipeline.ml.predict import predict_files
 
 CLASSES = ["brain_glioma", "brain_menin", "brain_tumor"]
 
@@ -53,15 +52,58 @@ def test_foreign_file_is_refused_clearly(tmp_path):
         read_checkpoint(garbage)
 
 
-def test_predict_uses_stored_preprocessing_and_reports_bad_files(checkpoint, tmp_path):
-    path, module = checkpoint
-    good = tmp_path / "scan.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 80), np.uint8)).save(good)
-    bad = tmp_path / "broken.jpg"
-    bad.write_text("<html>")
-    results = list(predict_files(path, [good, bad, tmp_path / "missing.jpg"]))
-    assert [r["path"] for r in results] == [str(good), str(bad), str(tmp_path / "missing.jpg")]
-    first = results[0]
-    assert first["prediction"] in CLASSES
-    assert sum(first["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert "error" in results[1] and "error" in results[2]
+class Payload:
+    """Not plain data: loading it with weights_only=False would run this class's code."""
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "is empty (0 bytes), not a checkpoint"),
+        (b"not a checkpoint\n", "is not a checkpoint: it is text starting 'not a checkpoint'"),
+        (b"<html>Sign in</html>", "is not a checkpoint: it is text starting '<html>"),
+        (b'{"run_id": "abc"}', "not a production pointer (production_model's current.json, with"),
+        (b"PK\x03\x04" + bytes(40), "is a damaged or truncated checkpoint"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, content, says):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint(path)
+    assert says in str(error.value)
+    assert "(101)" not in str(error.value) and "weights_only" not in str(error.value)
+
+
+def test_a_checkpoint_with_code_in_it_is_refused_without_advising_unsafe_loading(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"format": "bcc_pipeline.vit_checkpoint/1", "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match="holds objects other than tensors") as error:
+        read_checkpoint(path)
+    assert "weights_only" not in str(error.value) and "trust" not in str(error.value)
+
+
+def test_missing_checkpoint_and_folder_are_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*No such file"):
+        read_checkpoint(tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*Is a directory"):
+        read_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_production_pointer_reads_the_checkpoint_it_names(checkpoint, tmp_path, relative):
+    path, _ = checkpoint
+    pointer = tmp_path / "production_model" / "current.json"
+    pointer.parent.mkdir()
+    target = f"../{path.name}" if relative else str(path)
+    pointer.write_text(json.dumps({"checkpoint": target, "run_id": "abc", "accuracy": 0.9}))
+    assert read_checkpoint(pointer)["class_names"] == CLASSES
+    reloaded, payload = load_classifier(pointer)
+    assert payload["split_fingerprint"] == "abc"
+
+
+def test_a_pointer_to_a_missing_model_says_which_file_is_missing(tmp_path):
+    pointer = tmp_path / "current.json"
+    pointer.write_text(json.dumps({"checkpoint": str(tmp_path / "gone" / "model.pt")}))
+    with pytest.raises(CheckpointError, match="gone/model.pt: No such file"):
+        read_checkpoint(pointer)
