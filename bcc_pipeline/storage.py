@@ -69,6 +69,20 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def work_dir(parent: Path | str) -> Iterator[Path]:
+    """A scratch folder `.work-*` in `parent`, removed afterwards. A lock held on a file inside
+    it while it is in use tells remove_stale_temp_files that it is live, however long ago its
+    files were written (a feature cache is written once, then read for hours)."""
+    with tempfile.TemporaryDirectory(dir=parent, prefix=WORK_DIR_PREFIX) as folder:
+        fd = os.open(Path(folder) / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield Path(folder)
+        finally:
+            os.close(fd)
+
+
 def remove_stale_temp_files(
     root: Path | str, older_than_seconds: float, active_run_ids: Collection[str] = ()
 ) -> list[Path]:
@@ -77,8 +91,8 @@ def remove_stale_temp_files(
 
     One is removed only when all of these hold, so a live run never loses a file:
     - nothing in it was modified for older_than_seconds;
-    - no process holds the lock atomic_path keeps on its temp file while writing (a lock dies
-      with its process, so a killed run's files are never locked);
+    - no process holds a lock on it or a file in it, as atomic_path and work_dir do while in
+      use (a lock dies with its process, so a killed run's files are never locked);
     - it is not inside the folder (`root/<asset>/<run_id>/`) of a run in active_run_ids."""
     root = Path(root)
     cutoff = time.time() - older_than_seconds

@@ -111,28 +111,40 @@ def test_a_work_folder_with_a_recent_file_is_kept(tmp_path):
     assert remove_stale_temp_files(tmp_path, DAY) == []
 
 
-def test_a_temp_file_locked_by_a_live_writer_is_kept_until_the_writer_is_killed(tmp_path):
-    final = tmp_path / "tensors" / "run" / "train_images.npy"
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\n"
-            "from bcc_pipeline.storage import atomic_path\n"
-            "with atomic_path(sys.argv[1]) as tmp:\n"
-            "    tmp.write_bytes(b'pixels'); print(tmp, flush=True); time.sleep(60)\n",
-            str(final),
-        ],
+def _hold(code: str, argument: Path) -> subprocess.Popen:
+    """A process that runs `code` (which prints a path, then sleeps) with `argument`."""
+    return subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time\n{code}", str(argument)],
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from bcc_pipeline.storage import atomic_path\n"
+        "with atomic_path(sys.argv[1] + '/train_images.npy') as tmp:\n"
+        "    tmp.write_bytes(b'pixels'); print(tmp, flush=True); time.sleep(60)\n",
+        "from bcc_pipeline.storage import work_dir\n"
+        "with work_dir(sys.argv[1]) as folder:\n"
+        "    (folder / 'cache.npy').write_bytes(b'x'); print(folder, flush=True); time.sleep(60)\n",
+    ],
+    ids=["atomic_path", "work_dir"],
+)
+def test_an_entry_in_use_by_a_live_process_is_kept_until_it_is_killed(tmp_path, code):
+    run = tmp_path / "vit_checkpoint" / "run"
+    run.mkdir(parents=True)
+    process = _hold(code, run)
     try:
-        temp = _age(Path(writer.stdout.readline().strip()), 2 * DAY)
+        entry = Path(process.stdout.readline().strip())
+        for path in [entry, *entry.rglob("*")]:
+            _age(path, 2 * DAY)
         assert remove_stale_temp_files(tmp_path, DAY) == []
-        assert temp.exists(), "a live writer's file survives however old it looks"
+        assert entry.exists(), "a live process's entry survives however old it looks"
     finally:
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
-    assert temp.exists(), "SIGKILL leaves the temp file behind"
-    assert remove_stale_temp_files(tmp_path, DAY) == [temp]
-    assert not final.exists()
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert entry.exists(), "SIGKILL leaves it behind"
+    assert remove_stale_temp_files(tmp_path, DAY) == [entry]
+    assert list(run.iterdir()) == []
