@@ -20,6 +20,7 @@ from bcc_pipeline.sensors import new_data_sensor
 dataset = DatasetResource.configure_at_launch()
 artifacts = ArtifactsResource.configure_at_launch()
 accelerator = AcceleratorResource.configure_at_launch()
+quality = QualityGatesResource.configure_at_launch()
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([manifest, split, tensors, training, report, promotion]),
@@ -32,9 +33,9 @@ defs = dg.Definitions(
         "dataset": dataset,
         "artifacts": artifacts,
         "accelerator": accelerator,
-        "quality": QualityGatesResource(),
+        "quality": quality,
         "launch_checks": LaunchChecksResource(
-            dataset=dataset, artifacts=artifacts, accelerator=accelerator
+            dataset=dataset, artifacts=artifacts, accelerator=accelerator, quality=quality
         ),
     },
 )

@@ -12,7 +12,8 @@ import dagster as dg
 from pydantic import Field
 
 from bcc_pipeline.data.images import DEFAULT_MAX_FILE_BYTES
-from bcc_pipeline.storage import check_writable_dir
+from bcc_pipeline.errors import ConfigError
+from bcc_pipeline.storage import UnwritableDirError, check_writable_dir
 
 if TYPE_CHECKING:
     from bcc_pipeline.ml.devices import TrainerDevice
@@ -35,7 +36,6 @@ class DatasetResource(dg.ConfigurableResource):
     )
     max_file_bytes: int = Field(
         default=DEFAULT_MAX_FILE_BYTES,
-        gt=0,
         description=(
             "Files larger than this are rejected (status too_large) without being read: a "
             "512x512 JPEG slice is about 50 KB. Default 64 MiB."
@@ -56,6 +56,9 @@ class DatasetResource(dg.ConfigurableResource):
         chosen = self.data_dir or os.environ.get("BCC_DATA_DIR") or DEFAULT_DATA_DIR
         return Path(chosen).expanduser()
 
+    def problems(self) -> list[ConfigError]:
+        return _below("max_file_bytes", self.max_file_bytes, 1)
+
 
 class ArtifactsResource(dg.ConfigurableResource):
     """Root of everything the pipeline writes; each run writes under its own run id."""
@@ -69,7 +72,6 @@ class ArtifactsResource(dg.ConfigurableResource):
     )
     keep_runs: int = Field(
         default=20,
-        ge=0,
         description=(
             "Run folders kept per asset (and frozen-feature stores kept): older ones are "
             "deleted when a new one is made. 0 keeps everything. The production model's "
@@ -78,7 +80,6 @@ class ArtifactsResource(dg.ConfigurableResource):
     )
     stale_temp_hours: float = Field(
         default=24.0,
-        ge=0,
         description=(
             "raw_image_manifest removes temp files (.<name>.*.tmp) and .work-* folders of killed "
             "runs under root that have not changed for this many hours, unless a live writer "
@@ -90,6 +91,15 @@ class ArtifactsResource(dg.ConfigurableResource):
     def path(self) -> Path:
         chosen = self.root or os.environ.get("BCC_ARTIFACTS_DIR") or DEFAULT_ARTIFACTS_DIR
         return Path(chosen).expanduser().resolve()
+
+    def problems(self) -> list[ConfigError]:
+        found = _below("keep_runs", self.keep_runs, 0)
+        found += _below("stale_temp_hours", self.stale_temp_hours, 0)
+        try:
+            check_writable_dir(self.path)
+        except UnwritableDirError as err:
+            found.append(ConfigError(f"{err}; choose a folder you can write", setting="root"))
+        return found
 
     def run_dir(self, asset_name: str, run_id: str) -> Path:
         """`root/<asset>/<run_id>/`, created; two runs never share one. A root that cannot be
@@ -160,24 +170,18 @@ class QualityGatesResource(dg.ConfigurableResource):
     """Thresholds the asset checks and the promotion gate apply."""
 
     min_images_per_class: int = Field(
-        default=20, ge=1, description="Fewest usable images a class may have."
+        default=20, description="Fewest usable images a class may have."
     )
     max_rejected_fraction: float = Field(
         default=0.05,
-        ge=0,
-        le=1,
         description="Largest share of files the manifest may reject (warns).",
     )
     split_tolerance: float = Field(
         default=0.05,
-        ge=0,
-        le=1,
         description="Largest gap between a class's split share and the configured fraction.",
     )
     accuracy_floor: float = Field(
         default=0.8,
-        ge=0,
-        le=1,
         description="Lowest test accuracy a retrained model may have and still be promoted.",
     )
     non_inferiority_margin: float = Field(
@@ -197,6 +201,29 @@ class QualityGatesResource(dg.ConfigurableResource):
         ),
     )
 
+    def problems(self) -> list[ConfigError]:
+        found = _below("min_images_per_class", self.min_images_per_class, 1)
+        for name in ("max_rejected_fraction", "split_tolerance", "accuracy_floor"):
+            found += _outside(name, getattr(self, name), 0, 1)
+        found += _outside("non_inferiority_margin", self.non_inferiority_margin, 0, 1)
+        found += _outside("significance_level", self.significance_level, 0, 1)
+        return found
+
+
+def _below(setting: str, value: float, least: float) -> list[ConfigError]:
+    if value >= least:
+        return []
+    return [ConfigError(f"{setting} must be at least {least}; got {value}", setting=setting)]
+
+
+def _outside(setting: str, value: float, low: float, high: float) -> list[ConfigError]:
+    """Fractions and probabilities: a value like 80 for 80% is the usual slip."""
+    if low <= value <= high:
+        return []
+    return [
+        ConfigError(f"{setting} is a fraction from {low} to {high}; got {value}", setting=setting)
+    ]
+
 
 class LaunchChecksResource(dg.ConfigurableResource):
     """Checks a run's whole config against this machine when the run starts, before any asset
@@ -207,6 +234,7 @@ class LaunchChecksResource(dg.ConfigurableResource):
     dataset: DatasetResource
     artifacts: ArtifactsResource
     accelerator: AcceleratorResource
+    quality: QualityGatesResource
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         from bcc_pipeline.launch_checks import raise_for_problems
@@ -222,6 +250,7 @@ class LaunchChecksResource(dg.ConfigurableResource):
             dataset=self.dataset,
             artifacts=self.artifacts,
             accelerator=self.accelerator,
+            quality=self.quality,
         )
 
 

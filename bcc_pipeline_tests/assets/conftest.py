@@ -42,13 +42,14 @@ def resources(
     dataset = DatasetResource(data_dir=str(data_dir), **dataset_options)
     artifacts = ArtifactsResource(root=str(artifacts_root))
     device = AcceleratorResource(accelerator=accelerator)
+    quality = QualityGatesResource(accuracy_floor=accuracy_floor)
     return {
         "dataset": dataset,
         "artifacts": artifacts,
         "accelerator": device,
-        "quality": QualityGatesResource(accuracy_floor=accuracy_floor),
+        "quality": quality,
         "launch_checks": LaunchChecksResource(
-            dataset=dataset, artifacts=artifacts, accelerator=device
+            dataset=dataset, artifacts=artifacts, accelerator=device, quality=quality
         ),
     }
 
