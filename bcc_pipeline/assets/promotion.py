@@ -9,10 +9,18 @@ import dagster as dg
 
 from bcc_pipeline.assets.common import GROUP, artifact_metadata
 from bcc_pipeline.checks import accuracy_gate
-from bcc_pipeline.resources import ArtifactsResource, LaunchChecksResource, QualityGatesResource
+from bcc_pipeline.resources import (
+    ArtifactsResource,
+    LaunchChecksResource,
+    QualityGatesResource,
+    TrackingResource,
+)
 from bcc_pipeline.storage import atomic_path, write_json
 
 POINTER_FILE = "current.json"
+CODE_VERSION = "1"
+"""Bump when the promotion rule changes: the UI then marks production_model stale."""
+PROMOTED_REASON = "passed the gate and is no worse than production"
 
 
 def promotion_refusals(report: dict, current: dict | None, floor: float) -> list[str]:
@@ -34,6 +42,7 @@ def promotion_refusals(report: dict, current: dict | None, floor: float) -> list
 @dg.asset(
     group_name=GROUP,
     kinds={"pytorch", "json"},
+    code_version=CODE_VERSION,
     description=(
         "Pointer to the model in use (current.json: checkpoint copy, metrics, run id). A new "
         "model replaces it only if it passes the accuracy floor and is not worse on test "
@@ -45,6 +54,7 @@ def production_model(
     launch_checks: LaunchChecksResource,
     artifacts: ArtifactsResource,
     quality: QualityGatesResource,
+    tracking: TrackingResource,
     vit_checkpoint: str,
     test_metrics_report: str,
 ) -> dg.Output[str]:
@@ -52,6 +62,7 @@ def production_model(
     current = json.loads(pointer.read_text()) if pointer.exists() else None
     report = json.loads(Path(test_metrics_report).read_text())
     refusals = promotion_refusals(report, current, quality.accuracy_floor)
+    mlflow_links = {}
     if refusals:
         context.log.warning("kept the production model: " + "; ".join(refusals))
     else:
@@ -69,6 +80,7 @@ def production_model(
             "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         write_json(pointer, current)
+        mlflow_links = tracking.register_promoted_model(context.run, copy, report, PROMOTED_REASON)
         context.log.info(f"promoted run {context.run.run_id} (accuracy {report['accuracy']:.4f})")
     production = current or {}
     return dg.Output(
@@ -76,10 +88,11 @@ def production_model(
         metadata={
             **artifact_metadata(pointer),
             "promoted": not refusals,
-            "reason": "; ".join(refusals) or "passed the gate and is no worse than production",
+            "reason": "; ".join(refusals) or PROMOTED_REASON,
             "candidate_accuracy": report["accuracy"],
             "production_accuracy": production.get("accuracy", float("nan")),
             "production_run_id": production.get("run_id", "none yet"),
             "production_checkpoint": dg.MetadataValue.path(production.get("checkpoint", "")),
+            **mlflow_links,
         },
     )

@@ -14,6 +14,7 @@ from bcc_pipeline.resources import (
     DatasetResource,
     LaunchChecksResource,
     QualityGatesResource,
+    TrackingResource,
 )
 
 ASSETS = [
@@ -32,9 +33,14 @@ class PipelineRun(NamedTuple):
 
 
 def resources(
-    data_dir: Path, artifacts_root: Path, accelerator: str = "cpu", accuracy_floor: float = 0.8
+    data_dir: Path,
+    artifacts_root: Path,
+    accelerator: str = "cpu",
+    accuracy_floor: float = 0.8,
+    tracking: bool = False,
 ) -> dict:
-    """Every resource the assets take, as a user would configure them."""
+    """Every resource the assets take, as a user would configure them; MLflow tracking (into
+    the default store under the artifacts root) only where a test asks for it."""
     dataset = DatasetResource(data_dir=str(data_dir))
     artifacts = ArtifactsResource(root=str(artifacts_root))
     device = AcceleratorResource(accelerator=accelerator)
@@ -43,6 +49,7 @@ def resources(
         "artifacts": artifacts,
         "accelerator": device,
         "quality": QualityGatesResource(accuracy_floor=accuracy_floor),
+        "tracking": TrackingResource(artifacts=artifacts, enabled=tracking),
         "launch_checks": LaunchChecksResource(
             dataset=dataset, artifacts=artifacts, accelerator=device
         ),
