@@ -37,6 +37,8 @@ REPORT_METRICS = {
     "macro_auroc": "macro_auroc",
 }
 """report.json key -> MLflow metric name; keys a report lacks are left out."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""Tells the MLflow 3 UI that the experiment trains models; it otherwise opens on GenAI pages."""
 CHECKPOINT_DIR = "checkpoint"
 LOCAL_UI = "http://127.0.0.1:5000"
 """Where `mlflow ui` serves a local store by default."""
@@ -99,7 +101,9 @@ class TrackingStore:
                 experiment.experiment_id
                 if experiment is not None
                 else client.create_experiment(
-                    experiment_name, artifact_location=_artifact_location(tracking_uri)
+                    experiment_name,
+                    artifact_location=_artifact_location(tracking_uri),
+                    tags={EXPERIMENT_KIND_TAG: "custom_model_development"},
                 )
             )
         except (MlflowException, OSError) as err:

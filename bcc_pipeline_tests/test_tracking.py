@@ -12,6 +12,7 @@ from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.settings import TrainingSettings
 from bcc_pipeline.resources import ArtifactsResource, TrackingResource
 from bcc_pipeline.tracking import (
+    EXPERIMENT_KIND_TAG,
     PIPELINE_RUN_TAG,
     PREVIOUS_ALIAS,
     PRODUCTION_ALIAS,
@@ -20,6 +21,7 @@ from bcc_pipeline.tracking import (
     TrackingStore,
     production_model_uri,
 )
+from bcc_pipeline_tests.assets.conftest import launch_failure
 from bcc_pipeline_tests.conftest import mlflow_store_at
 
 HISTORY = pd.DataFrame(
@@ -51,7 +53,9 @@ def test_each_pipeline_run_is_one_mlflow_run_found_again_by_its_tag(store_uri):
     client = MlflowClient(store_uri)
     run = client.get_run(first.run_id)
     assert run.data.tags[PIPELINE_RUN_TAG] == "run-a"
-    assert client.get_experiment(run.info.experiment_id).name == "bcc_pipeline"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "bcc_pipeline"
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
 def test_training_log_has_one_point_per_epoch_params_and_files(store_uri, tmp_path):
@@ -159,14 +163,40 @@ def test_default_store_is_sqlite_under_the_artifacts_root_read_at_run_time(monke
     assert configured.uri == "sqlite:///x.db"
 
 
+def _materialize_with(tracking: TrackingResource) -> tuple[dg.ExecuteInProcessResult, list]:
+    """A run of one asset that takes the tracking resource; returns the result and whether
+    the asset's body ran."""
+    ran = []
+
+    @dg.asset
+    def tracked_asset(tracking: TrackingResource) -> None:
+        ran.append(True)
+
+    result = dg.materialize([tracked_asset], resources={"tracking": tracking}, raise_on_error=False)
+    return result, ran
+
+
+def test_a_store_that_cannot_be_used_stops_the_run_before_any_asset(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    tracking = TrackingResource(
+        artifacts=ArtifactsResource(root=str(tmp_path)),
+        tracking_uri=f"sqlite:///{blocker}/mlflow.db",
+    )
+    result, ran = _materialize_with(tracking)
+    assert not ran
+    assert "cannot use the MLflow tracking store" in launch_failure(result)
+
+
 def test_disabled_tracking_logs_nothing_and_opens_no_store(tmp_path):
     tracking = TrackingResource(artifacts=ArtifactsResource(root=str(tmp_path)), enabled=False)
+    result, ran = _materialize_with(tracking)
+    assert result.success and ran
     run = dg.DagsterRun(job_name="training_job", run_id="run-a")
     folder = tmp_path / "report"
     folder.mkdir()
     assert tracking.log_evaluation(run, {"accuracy": 1.0}, folder) == {}
     assert tracking.register_promoted_model(run, tmp_path / "model.pt", {}, "reason") == {}
-    tracking.setup_for_execution(dg.build_init_resource_context())
     assert not (tmp_path / "mlflow").exists()
 
 
