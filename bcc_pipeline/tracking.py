@@ -91,11 +91,7 @@ class TrackingStore:
     def open(cls, tracking_uri: str, experiment_name: str) -> TrackingStore:
         """Connect and find the experiment, creating it on first use."""
         try:
-            if tracking_uri.startswith("sqlite:///"):
-                Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
-                    parents=True, exist_ok=True
-                )
-            client = MlflowClient(tracking_uri=tracking_uri)
+            client = MlflowClient(tracking_uri=tracking_uri)  # makes a SQLite file's folder
             experiment = client.get_experiment_by_name(experiment_name)
             experiment_id = (
                 experiment.experiment_id
