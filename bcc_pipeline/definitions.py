@@ -12,6 +12,7 @@ from bcc_pipeline.resources import (
     DatasetResource,
     LaunchChecksResource,
     QualityGatesResource,
+    TrackingResource,
 )
 from bcc_pipeline.schedules import retraining_schedule
 from bcc_pipeline.sensors import new_data_sensor
@@ -34,6 +35,7 @@ defs = dg.Definitions(
         "artifacts": artifacts,
         "accelerator": accelerator,
         "quality": quality,
+        "tracking": TrackingResource.configure_at_launch(artifacts=artifacts),
         "launch_checks": LaunchChecksResource(
             dataset=dataset, artifacts=artifacts, accelerator=accelerator, quality=quality
         ),

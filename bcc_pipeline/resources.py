@@ -1,27 +1,34 @@
 """Swappable resources: where the images are, where artifacts go, which device trains, the
-quality thresholds, and the check of a run's whole config when it starts.
+quality thresholds, experiment tracking, and the check of a run's whole config when it starts.
 
-Environment defaults (BCC_DATA_DIR, BCC_ARTIFACTS_DIR) are read when a run uses the resource,
-never at import: dg.EnvVar has no fallback value, and these settings need one."""
+Environment defaults (BCC_DATA_DIR, BCC_ARTIFACTS_DIR, MLFLOW_TRACKING_URI) are read when a run
+uses the resource, never at import: dg.EnvVar has no fallback value, and these settings need one."""
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from bcc_pipeline.data.images import DEFAULT_MAX_FILE_BYTES
 from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.storage import UnwritableDirError, check_writable_dir
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from bcc_pipeline.data.tensors import TensorSplits
     from bcc_pipeline.ml.devices import TrainerDevice
+    from bcc_pipeline.ml.settings import TrainingSettings
+    from bcc_pipeline.tracking import TrackedRun, TrackingStore
 
 DEFAULT_DATA_DIR = "data/brain_cancer"
 DEFAULT_ARTIFACTS_DIR = "artifacts"
 PROTECTED_ASSETS = frozenset({"production_model"})
 """Assets whose run folders retention never deletes."""
+DEFAULT_TRACKING_DB = "mlflow/mlflow.db"
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -223,6 +230,139 @@ def _outside(setting: str, value: float, low: float, high: float) -> list[Config
     return [
         ConfigError(f"{setting} is a fraction from {low} to {high}; got {value}", setting=setting)
     ]
+
+
+class TrackingResource(dg.ConfigurableResource):
+    """MLflow experiment tracking and model registry: each training run is one MLflow run
+    (params, per-epoch and test metrics, report files, checkpoint), tagged with the Dagster run
+    id, and each promoted model a version of the registered model `bcc_pipeline` with the alias
+    `production`. Every method returns the metadata that links the asset to MLflow (none when
+    tracking is off)."""
+
+    artifacts: ArtifactsResource
+    enabled: bool = Field(
+        default=True,
+        description="Log runs to MLflow and register promoted models; false turns both off.",
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        description=(
+            "MLflow tracking URI: a server (http://host:5000), sqlite:///path/to/mlflow.db, ... "
+            "Unset: $MLFLOW_TRACKING_URI, else a local SQLite store (no server) at "
+            f"<artifacts root>/{DEFAULT_TRACKING_DB}, with its files in an artifacts/ folder "
+            "beside it."
+        ),
+    )
+    experiment_name: str = Field(
+        default="bcc_pipeline", description="MLflow experiment that holds the runs."
+    )
+    _store: "TrackingStore | None" = PrivateAttr(default=None)
+
+    @property
+    def uri(self) -> str:
+        chosen = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        return chosen or f"sqlite:///{self.artifacts.path / DEFAULT_TRACKING_DB}"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Connect when the run starts, so that a tracking store that cannot be used stops the
+        run before training rather than after it."""
+        run = context.dagster_run
+        if self.enabled and run is not None and not run.is_finished:
+            self._run_store()
+
+    def log_training(
+        self,
+        run: dg.DagsterRun,
+        settings: "TrainingSettings",
+        device: "TrainerDevice",
+        tensors: "TensorSplits",
+        history: "pd.DataFrame",
+        summary: dict[str, float],
+        checkpoint: Path,
+        files: Sequence[Path],
+    ) -> dict[str, dg.MetadataValue]:
+        """Params (training config, device, split, data), per-epoch metrics, summary, files."""
+        if not self.enabled:
+            return {}
+        from dataclasses import asdict
+
+        from bcc_pipeline.tracking import flat_params
+
+        counts = {f"n_{name}": split["count"] for name, split in tensors.meta["splits"].items()}
+        groups = {
+            "training": settings.model_dump(),
+            "accelerator": {**asdict(device), "world_size": device.world_size},
+            "data": {
+                "image_size": tensors.image_size,
+                "split_fingerprint": tensors.fingerprint,
+                "class_names": tensors.class_names,
+                **counts,
+            },
+        }
+        split = _split_settings(run)
+        if split is not None:
+            groups["split"] = split
+        tracked = self._run_store().run_for(run.run_id)
+        tracked.log_training(flat_params(groups), history, summary, checkpoint, files)
+        return _links(tracked)
+
+    def log_evaluation(
+        self, run: dg.DagsterRun, report: dict, folder: Path
+    ) -> dict[str, dg.MetadataValue]:
+        """Test metrics, and every file of the report folder."""
+        if not self.enabled:
+            return {}
+        tracked = self._run_store().run_for(run.run_id)
+        tracked.log_evaluation(report, folder)
+        return _links(tracked)
+
+    def register_promoted_model(
+        self, run: dg.DagsterRun, checkpoint: Path, report: dict, reason: str
+    ) -> dict[str, dg.MetadataValue]:
+        """A new version of the registered model, now `models:/bcc_pipeline@production`."""
+        if not self.enabled:
+            return {}
+        from bcc_pipeline.tracking import production_model_uri
+
+        tracked = self._run_store().run_for(run.run_id)
+        version = tracked.register_production_model(checkpoint, report, reason)
+        return {
+            **_links(tracked),
+            "mlflow_model_version": int(version.version),
+            "mlflow_model_uri": production_model_uri(),
+        }
+
+    def _run_store(self) -> "TrackingStore":
+        from bcc_pipeline.tracking import TrackingStore
+
+        if self._store is None:
+            self._store = TrackingStore.open(self.uri, self.experiment_name)
+        return self._store
+
+
+def _split_settings(run: dg.DagsterRun) -> dict | None:
+    """The split settings of this run's config, when this run made the split; None when the
+    split came from an earlier run (its settings are that run's, not this config's)."""
+    from bcc_pipeline.assets.split import SplitConfig
+
+    steps, selection = run.step_keys_to_execute, run.asset_selection
+    if steps is not None and "stratified_split" not in steps:
+        return None
+    if selection and dg.AssetKey("stratified_split") not in selection:
+        return None
+    config = ((run.run_config.get("ops") or {}).get("stratified_split") or {}).get("config")
+    return SplitConfig(**(config or {})).model_dump()
+
+
+def _links(tracked: "TrackedRun") -> dict[str, dg.MetadataValue]:
+    """Metadata linking an asset's materialization to its MLflow run."""
+    links: dict[str, dg.MetadataValue] = {
+        "mlflow_run_id": dg.MetadataValue.text(tracked.run_id),
+        "mlflow_tracking_uri": dg.MetadataValue.text(tracked.store.tracking_uri),
+    }
+    if tracked.url is not None:
+        links["mlflow_run_url"] = dg.MetadataValue.url(tracked.url)
+    return links
 
 
 class LaunchChecksResource(dg.ConfigurableResource):

@@ -9,15 +9,23 @@ from bcc_pipeline.assets.common import (
     user_errors,
 )
 from bcc_pipeline.errors import ConfigError
-from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, LaunchChecksResource
+from bcc_pipeline.resources import (
+    AcceleratorResource,
+    ArtifactsResource,
+    LaunchChecksResource,
+    TrackingResource,
+)
 from bcc_pipeline.storage import write_json, write_text
 
 REPORT_FILE = "report.json"
+CODE_VERSION = "1"
+"""Bump when the evaluation logic changes: the UI then marks the report and what follows stale."""
 
 
 @dg.asset(
     group_name=GROUP,
     kinds={"pytorch", "json"},
+    code_version=CODE_VERSION,
     description=(
         "Test-split evaluation of vit_checkpoint: accuracy with a 95% Wilson interval, loss, "
         "per-class precision/recall/F1, macro F1 and the confusion matrix, as report.json, "
@@ -29,6 +37,7 @@ def test_metrics_report(
     launch_checks: LaunchChecksResource,
     accelerator: AcceleratorResource,
     artifacts: ArtifactsResource,
+    tracking: TrackingResource,
     vit_checkpoint: str,
     preprocessed_tensors: str,
 ) -> dg.Output[str]:
@@ -69,6 +78,7 @@ def test_metrics_report(
         f"test accuracy {report['accuracy']:.4f} (95% CI {low:.3f}-{high:.3f}, "
         f"n={report['n_test']}), macro F1 {report['macro_f1']:.4f}"
     )
+    mlflow_links = tracking.log_evaluation(context.run, report, folder)
     inline_figures = "\n\n".join(
         [markdown_image(confusion, "confusion matrix"), markdown_image(per_class, "per class")]
     )
@@ -85,5 +95,6 @@ def test_metrics_report(
             "report": dg.MetadataValue.md(markdown + "\n" + inline_figures),
             "report_md": dg.MetadataValue.path(str(folder / "report.md")),
             "inference_dtype": precision,
+            **mlflow_links,
         },
     )

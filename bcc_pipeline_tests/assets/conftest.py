@@ -14,6 +14,7 @@ from bcc_pipeline.resources import (
     DatasetResource,
     LaunchChecksResource,
     QualityGatesResource,
+    TrackingResource,
 )
 
 ASSETS = [
@@ -36,9 +37,11 @@ def resources(
     artifacts_root: Path,
     accelerator: str = "cpu",
     accuracy_floor: float = 0.8,
+    tracking: bool = False,
     **dataset_options,
 ) -> dict:
-    """Every resource the assets take, as a user would configure them."""
+    """Every resource the assets take, as a user would configure them; MLflow tracking (into
+    the default store under the artifacts root) only where a test asks for it."""
     dataset = DatasetResource(data_dir=str(data_dir), **dataset_options)
     artifacts = ArtifactsResource(root=str(artifacts_root))
     device = AcceleratorResource(accelerator=accelerator)
@@ -48,6 +51,7 @@ def resources(
         "artifacts": artifacts,
         "accelerator": device,
         "quality": quality,
+        "tracking": TrackingResource(artifacts=artifacts, enabled=tracking),
         "launch_checks": LaunchChecksResource(
             dataset=dataset, artifacts=artifacts, accelerator=device, quality=quality
         ),

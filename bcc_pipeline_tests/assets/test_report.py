@@ -46,6 +46,7 @@ def test_a_checkpoint_of_another_split_is_never_evaluated(pipeline_run, tmp_path
             launch_checks=run["launch_checks"],
             accelerator=run["accelerator"],
             artifacts=run["artifacts"],
+            tracking=run["tracking"],
             vit_checkpoint=str(other),
             preprocessed_tensors=tensors,
         )
