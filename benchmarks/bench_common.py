@@ -622,7 +622,7 @@ def read_training_job(home: Path, run: ChildRun) -> dict[str, Any]:
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         (record,) = instance.get_runs(limit=2)
-        stats = instance.get_run_step_stats(record.run_id)
+        stats = [s for s in instance.get_run_step_stats(record.run_id) if s.end_time]
         metadata = {}
         for name in JOB_ASSETS:
             event = instance.get_latest_materialization_event(dg.AssetKey(name))

@@ -87,7 +87,7 @@ def print_report(result: dict[str, Any]) -> None:
         f"\nSplit {n['train']}/{n['val']}/{n['test']}; {trained.get('epochs_run')} epochs run; "
         f"feature cache used: {trained.get('used_feature_cache')}; device "
         f"{trained.get('device')}; test accuracy "
-        f"{result['metadata']['test_metrics_report'].get('accuracy')} (best val_loss epoch); "
+        f"{result['metadata']['test_metrics_report']['accuracy']:.3f} (best val_loss epoch); "
         f"peak RSS {result['max_rss_bytes'] / GIB:.2f} GiB (largest process), "
         f"{result['tree_peak_bytes'] / GIB:.2f} GiB (whole tree, sampled); run "
         f"{result['run_id']}."

@@ -198,7 +198,7 @@ def numbers_table(results: dict[str, Any], walls: dict[str, float]) -> list[dict
     if finetune := results.get("finetune"):
         add(
             "finetune",
-            "bf16 fwd+bwd+Adam ceiling, batch 64",
+            "bf16 fwd+bwd+Adam ceiling, the same batch",
             finetune["ceiling_images_per_second"],
             "images/s",
         )
