@@ -7,6 +7,7 @@ it, so `models:/bcc_pipeline@production` is always the model in use."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -90,6 +91,9 @@ class TrackingStore:
     @classmethod
     def open(cls, tracking_uri: str, experiment_name: str) -> TrackingStore:
         """Connect and find the experiment, creating it on first use."""
+        migrations = logging.getLogger("mlflow.store.db.utils")
+        level = migrations.level
+        migrations.setLevel(logging.WARNING)  # a new store's table set-up is not news
         try:
             client = MlflowClient(tracking_uri=tracking_uri)  # makes a SQLite file's folder
             experiment = client.get_experiment_by_name(experiment_name)
@@ -109,6 +113,8 @@ class TrackingStore:
                 "false",
                 setting="tracking_uri",
             ) from None  # the message says it all; the console log shows the innermost error
+        finally:
+            migrations.setLevel(level)
         return cls(client, tracking_uri, experiment_id)
 
     def run_for(self, pipeline_run_id: str) -> TrackedRun:
