@@ -123,7 +123,8 @@ class MappedArray:
         return self.array[index]
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
-        return np.asarray(self.array, dtype=dtype)
+        """np.array(mapped) is a writable copy; np.asarray(mapped) the read-only map."""
+        return np.array(self.array, dtype=dtype, copy=copy)
 
     @property
     def shape(self) -> tuple[int, ...]:
