@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint ui
+.PHONY: install demo test test-fast lint ui
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The local loop: everything but the tests that train models or run the Dagster CLI end to end.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 ui: install
 	mkdir -p .dagster_home && DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 DEFAULT_DATA_DIR = "data/brain_cancer"
 DEFAULT_ARTIFACTS_DIR = "artifacts"
+PROTECTED_ASSETS = frozenset({"production_model"})
+"""Assets whose run folders retention never deletes."""
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -46,15 +48,40 @@ class ArtifactsResource(dg.ConfigurableResource):
         ),
     )
 
+    keep_runs: int = Field(
+        default=20,
+        ge=0,
+        description=(
+            "Run folders kept per asset (and frozen-feature stores kept): older ones are "
+            "deleted when a new one is made. 0 keeps everything. The production model's "
+            "files are never deleted."
+        ),
+    )
+
     @property
     def path(self) -> Path:
         chosen = self.root or os.environ.get("BCC_ARTIFACTS_DIR") or DEFAULT_ARTIFACTS_DIR
         return Path(chosen).expanduser().resolve()
 
     def run_dir(self, asset_name: str, run_id: str) -> Path:
-        """`root/<asset>/<run_id>/`, created; two runs never share one."""
+        """`root/<asset>/<run_id>/`, created; two runs never share one. Older run folders of
+        the asset beyond keep_runs are deleted (never the production model's)."""
+        from bcc_pipeline.retention import prune_old_entries
+
         path = self.path / asset_name / run_id
         path.mkdir(parents=True, exist_ok=True)
+        if asset_name not in PROTECTED_ASSETS:
+            prune_old_entries(path.parent, self.keep_runs, spare=run_id)
+        return path
+
+    def store_dir(self, kind: str) -> Path:
+        """`root/cache/<kind>/`: content-keyed stores that runs share (one sub-folder per
+        key), pruned to the keep_runs most recently used."""
+        from bcc_pipeline.retention import prune_old_entries
+
+        path = self.path / "cache" / kind
+        path.mkdir(parents=True, exist_ok=True)
+        prune_old_entries(path, self.keep_runs, runs_only=False)
         return path
 
 

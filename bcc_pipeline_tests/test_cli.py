@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR
@@ -52,6 +53,7 @@ def test_predict_with_a_missing_checkpoint_is_one_clear_line(tmp_path):
     assert "Traceback" not in completed.stderr
 
 
+@pytest.mark.slow
 def test_demo_generates_the_sample_and_prints_the_report(tmp_path):
     config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     config["resources"]["dataset"] = {"config": {"data_dir": str(tmp_path / "sample")}}
@@ -61,7 +63,12 @@ def test_demo_generates_the_sample_and_prints_the_report(tmp_path):
     completed = _run("demo", "--config", str(config_file), "--per-class", "10", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "SYNTHETIC demo data: test accuracy" in completed.stdout
-    report = Path(completed.stdout.split("report: ")[1].split()[0])
+    report = Path(completed.stdout.split("report.json: ")[1].split()[0])
+    assert (report.parent / "report.md").is_file()
+    output = completed.stdout + completed.stderr
+    assert "vit_checkpoint: epoch 2/2" in output, "one progress line per epoch"
+    assert " - DEBUG - " not in output and "STEP_START" not in output
+    assert len(output.splitlines()) < 60, "the demo's output fits on a screen"
     assert json.loads(report.read_text())["n_test"] == 3
     assert len(list((tmp_path / "sample" / KAGGLE_SUBDIR).glob("*/*.jpg"))) == 30
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
 import torch
 import yaml
 
@@ -42,6 +43,7 @@ def test_definitions_hold_the_pipeline_in_one_group():
     assert set(PIPELINE) <= {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
 
 
+@pytest.mark.slow
 def test_data_assets_from_the_cli_with_only_paths_configured(messy_root, tmp_path):
     root, expected = messy_root
     config = (REPO / "bcc_pipeline_tests" / "data_assets.yaml").read_text()
@@ -95,6 +97,7 @@ def _execute_training_job(config: Path, data_dir: Path, tmp_path: Path) -> tuple
     return report, checkpoint
 
 
+@pytest.mark.slow
 def test_training_job_from_the_cli_with_the_smoke_config(sample_root, tmp_path):
     report, checkpoint = _execute_training_job(
         REPO / "configs" / "smoke.yaml", sample_root, tmp_path
@@ -103,6 +106,7 @@ def test_training_job_from_the_cli_with_the_smoke_config(sample_root, tmp_path):
     assert checkpoint["metrics"]["world_size"] == 1
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_under_the_multiprocess_executor(sample_root, tmp_path):
     report, checkpoint = _execute_training_job(
         REPO / "bcc_pipeline_tests" / "ddp_multiprocess.yaml", sample_root, tmp_path
@@ -118,3 +122,54 @@ def test_every_shipped_config_is_valid_run_config_for_the_job():
     for path in sorted((REPO / "configs").glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
         assert dg.validate_run_config(job, config), path.name
+
+
+def test_every_asset_waits_for_the_launch_check():
+    for node in defs.resolve_asset_graph().asset_nodes:
+        assert "launch_checks" in node.assets_def.required_resource_keys, node.key
+
+
+def test_a_config_mistake_from_the_cli_is_one_message_and_writes_nothing(sample_root, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "resources": {"accelerator": {"config": {"accelerator": "cpu"}}},
+                "ops": {"vit_checkpoint": {"config": {"backbone": "vit_b16", "weights": "none"}}},
+            }
+        )
+    )
+    artifacts = tmp_path / "artifacts"
+    command = [DAGSTER, "job", "execute", "-m", "bcc_pipeline.definitions", "-j", "training_job"]
+    completed = subprocess.run(
+        [*command, "-c", str(config)],
+        cwd=tmp_path,
+        env=_env(tmp_path, BCC_DATA_DIR=str(sample_root), BCC_ARTIFACTS_DIR=str(artifacts)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1
+    assert "- ops.vit_checkpoint.config.backbone: unknown backbone 'vit_b16'" in output
+    assert "Traceback" not in output and "Stack Trace" not in output
+    assert not [path for path in artifacts.rglob("*") if path.is_file()]
+
+
+def test_loading_the_code_location_imports_no_deep_learning_stack():
+    """The UI, the daemon and every run load the code location; torch and Lightning are
+    imported only inside the steps that need them."""
+    heavy = ["torch", "torchvision", "pytorch_lightning", "matplotlib", "scipy"]
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, bcc_pipeline.definitions; "
+            f"print([name for name in {heavy!r} if name in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"

@@ -66,7 +66,14 @@ def vit_checkpoint(
         tempfile.TemporaryDirectory(dir=folder, prefix=".work-") as work_dir,
         user_errors(ConfigError),
     ):
-        result = fit_classifier(tensors, config, device, Path(work_dir), log=log)
+        result = fit_classifier(
+            tensors,
+            config,
+            device,
+            Path(work_dir),
+            log=log,
+            feature_stores=artifacts.store_dir("features"),
+        )
     # Calibrated on the best model's val logits, in the precision the report evaluates in.
     val_logits = predict_logits(
         result.net, tensors.images("val"), device.torch_device, result.inference_dtype
@@ -84,6 +91,7 @@ def vit_checkpoint(
         "feature_cache_seconds": round(result.feature_seconds, 2),
         "images_per_second": round(result.images_per_second, 1),
         "used_feature_cache": result.used_feature_cache,
+        "reused_features": result.reused_features,
         "world_size": result.world_size,
     }
     path = save_checkpoint(

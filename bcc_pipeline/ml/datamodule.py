@@ -27,7 +27,7 @@ class MirroredView:
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    def __getitem__(self, index: int | np.ndarray) -> np.ndarray:
         return self.source[index][..., ::-1]
 
 
@@ -45,6 +45,10 @@ class SplitViews:
 
 
 class ViewDataset(Dataset):
+    """Items of one split. A DataLoader fetches a whole batch with one `__getitems__` call
+    (fancy indexing, one coin per image), not item by item: on cached features the per-item
+    Python work used to cost more than the head's arithmetic."""
+
     def __init__(self, split: SplitViews, random_view: bool) -> None:
         self.split = split
         self.random_view = random_view and len(split.views) > 1
@@ -53,12 +57,34 @@ class ViewDataset(Dataset):
         return len(self.split.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        view = int(torch.randint(len(self.split.views), ())) if self.random_view else 0
-        item = np.array(self.split.views[view][index])  # a writable copy, not a memmap view
-        return torch.from_numpy(item), int(self.split.labels[index])
+        items, labels = self.__getitems__([index])
+        return items[0], int(labels[0])
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = np.asarray(indices, dtype=np.int64)
+        views = self.split.views
+        if not self.random_view:
+            items = np.asarray(views[0][rows])
+        else:
+            choice = torch.randint(len(views), (len(rows),)).numpy()
+            items = np.empty((len(rows), *np.shape(views[0][rows[:1]])[1:]), views[0].dtype)
+            for view, source in enumerate(views):
+                chosen = choice == view
+                if chosen.any():
+                    items[chosen] = source[rows[chosen]]
+        return torch.from_numpy(np.ascontiguousarray(items)), torch.from_numpy(
+            self.split.labels[rows].astype(np.int64)
+        )
+
+
+def _batch_as_fetched(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """ViewDataset.__getitems__ already returns the batch; there is nothing to collate."""
+    return batch
 
 
 class MRIDataModule(pl.LightningDataModule):
+    """`batch_size` is what one DataLoader batch holds (a chunk of optimizer batches)."""
+
     def __init__(
         self,
         splits: dict[str, SplitViews],
@@ -91,6 +117,7 @@ class MRIDataModule(pl.LightningDataModule):
         return DataLoader(
             ViewDataset(self.splits[split], random_view=training),
             batch_size=self.batch_size,
+            collate_fn=_batch_as_fetched,
             shuffle=training,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

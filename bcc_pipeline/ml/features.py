@@ -1,8 +1,14 @@
 """Frozen-prefix feature cache: the frozen part of the backbone runs once per image and view,
-in reduced precision, instead of once per image per epoch."""
+in reduced precision, instead of once per image per epoch; and once per content, not once per
+run: a store keyed by everything the features depend on lets a retrain on unchanged data and
+an unchanged backbone read them back instead of computing them again."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,25 +16,61 @@ import torch
 
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
+from bcc_pipeline.ml.backbones import NO_WEIGHTS
 from bcc_pipeline.ml.datamodule import MirroredView, SplitViews, split_views
 from bcc_pipeline.ml.network import ClassifierNet, inference_copy
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
-"""Caches larger than this are memory-mapped files, not RAM."""
+"""Caches larger than this stay memory-mapped files; smaller ones are read into RAM."""
 PENDING_BYTES = 64 * 1024**2
 """Device outputs gathered before one copy back to the host."""
+COMPLETE = "features.json"
+"""Written last into a store folder: its presence means every view file is whole."""
+FORMAT = 1
+
+
+def feature_store_key(
+    split_fingerprint: str,
+    image_size: int,
+    backbone: str,
+    weights: str,
+    seed: int,
+    trainable_blocks: int,
+    horizontal_flip: bool,
+    dtype: torch.dtype,
+) -> str:
+    """A digest of everything the frozen prefix's output depends on. Random-init weights
+    depend on the seed; a local weights file on its size and modification time."""
+    if weights.lower() in NO_WEIGHTS:
+        identity = f"random init, seed {seed}"
+    elif Path(weights).expanduser().is_file():
+        stat = Path(weights).expanduser().stat()
+        identity = f"{Path(weights).expanduser().resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    else:
+        identity = weights
+    parts = [
+        FORMAT,
+        split_fingerprint,
+        image_size,
+        backbone,
+        identity,
+        trainable_blocks,
+        horizontal_flip,
+        str(dtype),
+        torch.__version__,
+    ]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
 @torch.inference_mode()
 def extract_features(
     net: ClassifierNet,
     images: MappedArray | MirroredView,
+    destination: Path,
     batch_size: int = 64,
-    spill_to: Path | None = None,
-) -> np.ndarray | MappedArray:
-    """float16 frozen-prefix outputs for every image, in order, computed by `net` where it
-    lies and in its precision (see inference_copy). Above IN_MEMORY_LIMIT_BYTES they go to a
-    memory-mapped file at `spill_to` instead of RAM."""
+) -> None:
+    """Write float16 frozen-prefix outputs for every image, in order, to a .npy file,
+    computed by `net` where it lies and in its precision (see inference_copy)."""
     device = net.mean.device
     features: np.ndarray | None = None
     pending: list[torch.Tensor] = []  # outputs still on the device
@@ -39,23 +81,41 @@ def extract_features(
             batch = batch.pin_memory()
         pending.append(net.frozen_features(batch.to(device, non_blocking=True)).half())
         if features is None:
-            features = _allocate((len(images), *pending[0].shape[1:]), spill_to)
+            shape = (len(images), *pending[0].shape[1:])
+            features = np.lib.format.open_memmap(
+                destination, mode="w+", dtype=np.float16, shape=shape
+            )
         # Copy back only now and then: no host sync per batch, so transfers overlap compute.
         if sum(t.nbytes for t in pending) >= PENDING_BYTES or start + batch_size >= len(images):
             for output in pending:
                 features[written : written + len(output)] = output.cpu().numpy()
                 written += len(output)
             pending.clear()
-    if isinstance(features, np.memmap):
+    if features is not None:
         features.flush()
-        return MappedArray(features.filename)
-    return features
 
 
-def _allocate(shape: tuple[int, ...], spill_to: Path | None) -> np.ndarray:
-    if spill_to is not None and np.prod(shape) * 2 > IN_MEMORY_LIMIT_BYTES:
-        return np.lib.format.open_memmap(spill_to, mode="w+", dtype=np.float16, shape=shape)
-    return np.empty(shape, dtype=np.float16)
+def _view_file(store: Path, split: str, view: int) -> Path:
+    return store / f"{split}_view{view}.npy"
+
+
+def _load_views(store: Path, tensors: TensorSplits, horizontal_flip: bool) -> dict[str, SplitViews]:
+    files = {
+        split: [
+            _view_file(store, split, view)
+            for view in range(len(split_views(tensors.images(split), split, horizontal_flip)))
+        ]
+        for split in SPLITS
+    }
+    total = sum(path.stat().st_size for paths in files.values() for path in paths)
+    in_memory = total <= IN_MEMORY_LIMIT_BYTES
+    return {
+        split: SplitViews(
+            [np.load(path) if in_memory else MappedArray(path) for path in paths],
+            tensors.labels(split),
+        )
+        for split, paths in files.items()
+    }
 
 
 def cached_feature_splits(
@@ -64,18 +124,33 @@ def cached_feature_splits(
     device: torch.device,
     dtype: torch.dtype,
     horizontal_flip: bool,
-    folder: Path,
+    store: Path,
     batch_size: int = 64,
-) -> dict[str, SplitViews]:
-    """Features of every split, computed by a copy of `net` on `device` in `dtype`: train gets
-    the image and its mirror as two views."""
-    frozen = inference_copy(net, device, dtype)
-    splits = {}
-    for split in SPLITS:
-        sources = split_views(tensors.images(split), split, horizontal_flip)
-        views = [
-            extract_features(frozen, source, batch_size, folder / f"{split}_view{index}.npy")
-            for index, source in enumerate(sources)
-        ]
-        splits[split] = SplitViews(views, tensors.labels(split))
-    return splits
+) -> tuple[dict[str, SplitViews], bool]:
+    """Features of every split (train gets the image and its mirror as two views) and
+    whether they were read back from `store` rather than computed. Computed ones are written
+    to a private folder first and renamed into place whole, so a reader never sees half a
+    store and two runs computing the same key at once do not mix their files."""
+    if (store / COMPLETE).is_file():
+        os.utime(store)  # used now: retention keeps the most recently used stores
+        return _load_views(store, tensors, horizontal_flip), True
+    partial = store.with_name(f".{store.name}.{os.getpid()}.tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        frozen = inference_copy(net, device, dtype)
+        for split in SPLITS:
+            sources = split_views(tensors.images(split), split, horizontal_flip)
+            for view, source in enumerate(sources):
+                extract_features(frozen, source, _view_file(partial, split, view), batch_size)
+        (partial / COMPLETE).write_text(json.dumps({"dtype": str(dtype), "format": FORMAT}))
+        if store.exists() and not (store / COMPLETE).is_file():
+            shutil.rmtree(store)  # left by hand or by a tool: never by this writer
+        try:
+            partial.rename(store)
+        except OSError:  # another run finished the same key first: keep theirs
+            if not (store / COMPLETE).is_file():
+                raise
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return _load_views(store, tensors, horizontal_flip), False

@@ -21,12 +21,16 @@ from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.backbones import check_backbone
 from bcc_pipeline.ml.datamodule import MRIDataModule
 from bcc_pipeline.ml.devices import TrainerDevice
-from bcc_pipeline.ml.features import cached_feature_splits
+from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import ClassifierNet, build_network
 from bcc_pipeline.ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
+CACHED_CHUNK = 512
+PROGRESS_EVERY_SECONDS = 30.0
+"""Within a long epoch, a progress line this often."""
+"""Samples per Lightning batch when training on cached features (see module.py)."""
 
 
 @dataclass
@@ -43,6 +47,8 @@ class FitResult:
     train_seconds: float
     feature_seconds: float
     used_feature_cache: bool
+    reused_features: bool
+    """Whether the cached features came from an earlier run's store."""
     inference_dtype: torch.dtype
     """The precision the trained part saw its inputs in; evaluation should use it too."""
     world_size: int
@@ -50,10 +56,33 @@ class FitResult:
 
 
 class EpochProgress(Callback):
-    """One log line per epoch, so a Dagster run log shows training as it happens."""
+    """One log line per epoch, so a Dagster run log shows training as it happens; within an
+    epoch that takes long, a line every `every_seconds` too."""
 
-    def __init__(self, log: Callable[[str], None]) -> None:
+    def __init__(self, log: Callable[[str], None], every_seconds: float) -> None:
         self.emit = log
+        self.every_seconds = every_seconds
+        self._epoch_start = self._last = time.monotonic()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._epoch_start = self._last = time.monotonic()
+
+    def on_train_batch_end(
+        self,
+        trainer: pl.Trainer,
+        module: pl.LightningModule,
+        outputs: object,
+        batch: object,
+        batch_idx: int,
+    ) -> None:
+        now = time.monotonic()
+        if not trainer.is_global_zero or now - self._last < self.every_seconds:
+            return
+        self._last = now
+        self.emit(
+            f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: {batch_idx + 1}/"
+            f"{trainer.num_training_batches} batches in {now - self._epoch_start:.0f}s"
+        )
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         """Runs after this epoch's validation, so train and val numbers are of one epoch."""
@@ -63,7 +92,8 @@ class EpochProgress(Callback):
         self.emit(
             f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: "
             f"train_loss {metrics['train_loss']:.4f} train_acc {metrics['train_acc']:.3f} "
-            f"val_loss {metrics['val_loss']:.4f} val_acc {metrics['val_acc']:.3f}"
+            f"val_loss {metrics['val_loss']:.4f} val_acc {metrics['val_acc']:.3f} "
+            f"({time.monotonic() - self._epoch_start:.1f}s)"
         )
 
 
@@ -120,7 +150,7 @@ def build_trainer(
         callbacks=[
             EarlyStopping("val_loss", patience=settings.early_stopping_patience, mode="min"),
             checkpoint,
-            EpochProgress(log),
+            EpochProgress(log, PROGRESS_EVERY_SECONDS),
         ],
         logger=csv_logger,
         deterministic=device.accelerator == "cpu",
@@ -139,8 +169,11 @@ def fit_classifier(
     device: TrainerDevice,
     work_dir: Path,
     log: Callable[[str], None] = logger.info,
+    feature_stores: Path | None = None,
 ) -> FitResult:
-    """Train, keep the best val_loss epoch, and return the network holding those weights."""
+    """Train, keep the best val_loss epoch, and return the network holding those weights.
+    Frozen-prefix features are kept under `feature_stores` (one folder per content key) for
+    later runs to reuse; without it they live in `work_dir` for this run only."""
     check_backbone(
         settings.backbone, settings.weights, tensors.image_size, settings.trainable_blocks
     )
@@ -155,30 +188,48 @@ def fit_classifier(
     # Decided once: train on cached frozen-prefix features when there is a prefix to cache.
     use_cache = settings.feature_cache == "auto" and net.cacheable
     inference_dtype = device.inference_dtype if use_cache else torch.float32
+    # Samples per Lightning batch; the optimizer still steps every settings.batch_size.
+    chunk = settings.batch_size * (max(1, CACHED_CHUNK // settings.batch_size) if use_cache else 1)
     feature_seconds = 0.0
+    reused = False
     if use_cache:
+        key = feature_store_key(
+            tensors.fingerprint,
+            tensors.image_size,
+            settings.backbone,
+            settings.weights,
+            settings.seed,
+            settings.trainable_blocks,
+            settings.horizontal_flip,
+            inference_dtype,
+        )
         start = time.perf_counter()
-        splits = cached_feature_splits(
+        splits, reused = cached_feature_splits(
             net,
             tensors,
             device.torch_device,
             inference_dtype,
             settings.horizontal_flip,
-            work_dir,
+            (feature_stores or work_dir) / key,
             settings.feature_batch_size,
         )
         feature_seconds = time.perf_counter() - start
+        verb = "read back stored" if reused else "cached"
         log(
-            f"cached frozen-prefix features in {feature_seconds:.1f}s ({inference_dtype}, "
+            f"{verb} frozen-prefix features in {feature_seconds:.1f}s ({inference_dtype}, "
             f"{len(splits['train'].views)} views per training image)"
         )
-        datamodule = MRIDataModule(splits, settings.batch_size, settings.num_workers)
+        datamodule = MRIDataModule(splits, chunk, settings.num_workers)
     else:
         datamodule = MRIDataModule.from_tensors(
-            tensors, settings.batch_size, settings.horizontal_flip, settings.num_workers
+            tensors, chunk, settings.horizontal_flip, settings.num_workers
         )
     module = BrainMRIClassifier(
-        net, tensors.class_names, settings.learning_rate, train_on_features=use_cache
+        net,
+        tensors.class_names,
+        settings.learning_rate,
+        settings.batch_size,
+        train_on_features=use_cache,
     )
     start = time.perf_counter()
     with _quiet_fit(1 if use_cache and settings.trainable_blocks == 0 else None):
@@ -203,6 +254,7 @@ def fit_classifier(
         train_seconds=train_seconds,
         feature_seconds=feature_seconds,
         used_feature_cache=use_cache,
+        reused_features=reused,
         inference_dtype=inference_dtype,
         world_size=device.world_size,
         images_per_second=seen / max(train_seconds + feature_seconds, 1e-9),

@@ -11,6 +11,9 @@ from bcc_pipeline.storage import write_parquet
 from bcc_pipeline_tests.assets.conftest import materialization, resources
 from bcc_pipeline_tests.conftest import PER_CLASS_KEYS, REPORT_KEYS, save_tiny_checkpoint
 
+# The shared pipeline run trains a model.
+pytestmark = pytest.mark.slow
+
 
 def test_report_is_complete_and_agrees_with_the_split(pipeline_run):
     result = pipeline_run.result

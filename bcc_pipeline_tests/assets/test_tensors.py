@@ -3,9 +3,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline_tests.assets.conftest import materialization
+
+# The shared pipeline run trains a model.
+pytestmark = pytest.mark.slow
 
 
 def test_tensors_asset_writes_memory_mappable_splits(pipeline_run):

@@ -1,14 +1,19 @@
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 import torch
 
+from bcc_pipeline.assets.training import vit_checkpoint
 from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.calibration import fit_temperature
 from bcc_pipeline.ml.checkpoint import load_classifier, stored_inference_dtype
 from bcc_pipeline.ml.evaluation import predict_logits
-from bcc_pipeline_tests.assets.conftest import materialization
+from bcc_pipeline_tests.assets.conftest import materialization, resources, tiny_run_config
+
+# The shared pipeline run trains a model.
+pytestmark = pytest.mark.slow
 
 
 def test_checkpoint_asset_is_plain_data_with_metadata(pipeline_run):
@@ -62,3 +67,27 @@ def test_temperature_is_fitted_on_the_best_models_val_logits(pipeline_run):
     assert isinstance(payload["temperature"], float)
     assert payload["temperature"] == pytest.approx(expected, rel=1e-6)
     assert metadata["temperature"] == round(payload["temperature"], 4)
+
+
+def test_a_retrain_on_the_same_tensors_reads_the_stored_features_back(pipeline_run, tmp_path):
+    tensors = materialization(pipeline_run.result, "preprocessed_tensors")["artifact_path"]
+
+    @dg.asset(name="preprocessed_tensors")
+    def same_tensors() -> str:
+        return tensors
+
+    runs = [
+        dg.materialize(
+            [same_tensors, vit_checkpoint],
+            resources=resources(Path("."), tmp_path),
+            run_config=dg.RunConfig(
+                ops={"vit_checkpoint": tiny_run_config(trainable_blocks=0).ops["vit_checkpoint"]}
+            ),
+        )
+        for _ in range(2)
+    ]
+    first, second = (materialization(run, "vit_checkpoint") for run in runs)
+    assert first["used_feature_cache"] and not first["reused_features"]
+    assert second["reused_features"]
+    assert second["best_val_loss"] == first["best_val_loss"]
+    assert len(list((tmp_path / "cache" / "features").iterdir())) == 1

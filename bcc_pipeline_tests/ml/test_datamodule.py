@@ -27,7 +27,7 @@ def test_flip_only_on_the_training_split(sample_tensors):
     assert len(datamodule.splits["test"].views) == 1
     batch, labels = next(iter(datamodule.val_dataloader()))
     assert batch.dtype == torch.uint8 and batch.shape == (8, 3, 32, 32)
-    first = torch.from_numpy(np.asarray(sample_tensors.images("val")[:8]))
+    first = torch.from_numpy(np.array(sample_tensors.images("val")[:8]))
     assert torch.equal(batch, first), "val is deterministic and in order"
     no_flip = MRIDataModule.from_tensors(sample_tensors, horizontal_flip=False)
     assert len(no_flip.splits["train"].views) == 1

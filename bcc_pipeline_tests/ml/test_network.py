@@ -11,7 +11,9 @@ CLASSES = ["a", "b", "c"]
 def _module(trainable_blocks: int, backbone: str = "vit_tiny", size: int = 32):
     torch.manual_seed(0)
     net = build_network(len(CLASSES), size, backbone, "none", trainable_blocks)
-    return BrainMRIClassifier(net, CLASSES, learning_rate=1e-3, train_on_features=False)
+    return BrainMRIClassifier(
+        net, CLASSES, learning_rate=1e-3, batch_size=16, train_on_features=False
+    )
 
 
 def _trainable(module) -> set[str]:

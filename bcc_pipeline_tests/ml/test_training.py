@@ -121,3 +121,31 @@ def test_two_process_ddp_caches_features_once_and_keeps_one_checkpoint(
     assert len(list(work.rglob("metrics.csv"))) == 1
     single = _fit(sample_tensors, tmp_path, max_epochs=2)
     assert result.net.state_dict().keys() == single.net.state_dict().keys()
+
+
+def test_chunked_steps_on_cached_features_are_the_recipes_batch_steps(
+    sample_tensors, tmp_path, monkeypatch
+):
+    """Several optimizer batches per Lightning batch change the bookkeeping, not the math:
+    the same Adam steps on the same batches of 16 in the same order."""
+    chunked = _fit(sample_tensors, tmp_path, max_epochs=3)
+    monkeypatch.setattr(training, "CACHED_CHUNK", TINY.batch_size)
+    one_by_one = _fit(sample_tensors, tmp_path, max_epochs=3)
+    assert chunked.used_feature_cache and one_by_one.used_feature_cache
+    torch.testing.assert_close(chunked.net.head.weight, one_by_one.net.head.weight)
+    assert chunked.history["val_loss"].tolist() == pytest.approx(
+        one_by_one.history["val_loss"].tolist()
+    )
+
+
+def test_long_epochs_report_progress_between_epoch_lines(sample_tensors, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "PROGRESS_EVERY_SECONDS", 0.0)
+    lines: list[str] = []
+    settings = TINY.model_copy(update={"max_epochs": 1, "feature_cache": "off"})
+    fit_classifier(sample_tensors, settings, CPU, tmp_path, log=lines.append)
+    batches = -(-len(sample_tensors.labels("train")) // settings.batch_size)
+    progress = [line for line in lines if "batches in" in line]
+    assert [line.split(" batches")[0] for line in progress] == [
+        f"epoch 1/1: {done}/{batches}" for done in range(1, batches + 1)
+    ]
+    assert "val_loss" in lines[-1]

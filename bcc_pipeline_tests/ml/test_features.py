@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+
+from bcc_pipeline.ml.features import COMPLETE, cached_feature_splits, feature_store_key
+from bcc_pipeline_tests.conftest import tiny_net
+
+CPU = torch.device("cpu")
+KEY = dict(
+    split_fingerprint="abc",
+    image_size=32,
+    backbone="vit_tiny",
+    weights="none",
+    seed=0,
+    trainable_blocks=0,
+    horizontal_flip=True,
+    dtype=torch.bfloat16,
+)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"split_fingerprint": "abd"},
+        {"image_size": 48},
+        {"backbone": "vit_b_16"},
+        {"weights": "DEFAULT"},
+        {"seed": 1},
+        {"trainable_blocks": 1},
+        {"horizontal_flip": False},
+        {"dtype": torch.float32},
+    ],
+)
+def test_the_store_key_changes_with_everything_the_features_depend_on(change):
+    assert feature_store_key(**{**KEY, **change}) != feature_store_key(**KEY)
+
+
+def test_the_seed_does_not_matter_for_pretrained_weights():
+    pretrained = {**KEY, "weights": "DEFAULT"}
+    assert feature_store_key(**pretrained) == feature_store_key(**{**pretrained, "seed": 7})
+
+
+def test_a_local_weights_file_is_identified_by_its_content_stamp(tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"1")
+    first = feature_store_key(**{**KEY, "weights": str(weights)})
+    weights.write_bytes(b"22")
+    assert feature_store_key(**{**KEY, "weights": str(weights)}) != first
+
+
+def test_features_are_computed_once_then_read_back(sample_tensors, tmp_path):
+    net = tiny_net()
+    store = tmp_path / "key"
+    first, reused = cached_feature_splits(net, sample_tensors, CPU, torch.float32, True, store)
+    assert not reused and (store / COMPLETE).is_file()
+    assert len(first["train"].views) == 2 and len(first["val"].views) == 1
+    with torch.no_grad():
+        direct = net.frozen_features(torch.from_numpy(np.array(sample_tensors.images("val"))))
+    np.testing.assert_allclose(first["val"].views[0], direct.half().numpy(), rtol=1e-3)
+    second, reused = cached_feature_splits(net, sample_tensors, CPU, torch.float32, True, store)
+    assert reused
+    for split in first:
+        for a, b in zip(first[split].views, second[split].views, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not list(tmp_path.glob(".*.tmp")), "no partial folder is left behind"
+
+
+def test_an_unfinished_store_is_computed_again(sample_tensors, tmp_path):
+    store = tmp_path / "key"
+    store.mkdir()
+    (store / "train_view0.npy").write_bytes(b"half a file")
+    splits, reused = cached_feature_splits(
+        tiny_net(), sample_tensors, CPU, torch.float32, True, store
+    )
+    assert not reused and (store / COMPLETE).is_file()
+    assert np.asarray(splits["train"].views[0]).shape[0] == len(sample_tensors.labels("train"))
