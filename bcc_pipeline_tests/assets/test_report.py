@@ -109,3 +109,19 @@ def test_a_split_table_of_another_split_is_refused(pipeline_run, tmp_path):
     with pytest.raises(dg.Failure, match="re-materialize preprocessed_tensors"):
         _evaluate(pipeline_run.result, tmp_path, stratified_split=str(other))
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_the_auroc_interval_resamples_the_split_tables_duplicate_groups(pipeline_run, tmp_path):
+    """With every test image of a class in one duplicate group there is nothing to resample:
+    the interval shrinks to the estimate. Counted image by image, it would not."""
+    result = pipeline_run.result
+    table = pd.read_parquet(result.output_for_node("stratified_split"))
+    test = table["split"] == "test"
+    table.loc[test, "group"] = "all-" + table.loc[test, "label"]
+    one_group_per_class = write_parquet(tmp_path / "split.parquet", table)
+    _evaluate(result, tmp_path, stratified_split=str(one_group_per_class))
+    report = json.loads(next((tmp_path / "artifacts").rglob("report.json")).read_text())
+    assert report["macro_auroc_ci95"] == [report["macro_auroc"]] * 2
+    original = json.loads(Path(result.output_for_node("test_metrics_report")).read_text())
+    low, high = original["macro_auroc_ci95"]
+    assert high > low

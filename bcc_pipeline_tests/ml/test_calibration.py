@@ -34,13 +34,14 @@ def test_temperature_undoes_a_known_over_or_under_confidence(scale):
 
 
 def test_ece_of_a_hand_worked_case():
-    # Top probabilities 0.9, 0.9 (one right, one wrong) and 0.7, 0.7 (both right), in two of
-    # the 15 bins: ECE = 2/4 * |0.5 - 0.9| + 2/4 * |1.0 - 0.7| = 0.2 + 0.15 = 0.35.
+    # Top probabilities 0.9 and 0.9 (one right), 0.61 (right) and 0.69 (wrong): in 15 bins of
+    # width 1/15 the last two fall apart, so ECE = 2/4 * |0.5 - 0.9| + 1/4 * |1 - 0.61|
+    # + 1/4 * |0 - 0.69| = 0.2 + 0.0975 + 0.1725 = 0.47 (in 10 bins it would be 0.275).
     probabilities = torch.tensor(
-        [[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.7, 0.2, 0.1], [0.1, 0.7, 0.2]]
+        [[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.61, 0.29, 0.1], [0.21, 0.69, 0.1]]
     )
-    labels = torch.tensor([0, 1, 0, 1])
-    assert expected_calibration_error(probabilities, labels) == pytest.approx(0.35)
+    labels = torch.tensor([0, 1, 0, 0])
+    assert expected_calibration_error(probabilities, labels) == pytest.approx(0.47)
 
 
 def test_reliability_bins_are_the_bins_the_ece_averages():

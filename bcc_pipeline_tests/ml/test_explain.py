@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bcc_pipeline.ml.backbones import Normalization
 from bcc_pipeline.ml.explain import (
     ExplanationUnavailableError,
+    _attention_rollout,
     examples_to_explain,
     explanation_maps,
     explanation_method,
@@ -18,9 +20,12 @@ SIZE = 64
 CPU = torch.device("cpu")
 
 
-def _lesion_image(side: str) -> np.ndarray:
-    """A dark uint8 CHW slice with one bright 16-px square lesion, left or right of centre."""
+def _lesion_image(side: str, brain: bool = False) -> np.ndarray:
+    """A dark uint8 CHW slice with one bright 16-px square lesion, left or right of centre;
+    with `brain`, the lesion sits in a mid-grey 'brain' that covers most of the slice."""
     image = np.full((3, SIZE, SIZE), 20, dtype=np.uint8)
+    if brain:
+        image[:, 8:56, 4:60] = 110
     left = 6 if side == "left" else SIZE - 6 - 16
     image[:, 24:40, left : left + 16] = 220
     return image
@@ -31,15 +36,18 @@ def _lesion_half(heat: np.ndarray) -> str:
     return "left" if heat[:, : SIZE // 2].sum() > heat[:, SIZE // 2 :].sum() else "right"
 
 
-class _BrightnessCNN(nn.Module):
-    """A CNN whose one feature (at half resolution) is 'brighter than the background', pooled;
-    with a head that calls that feature class 1, Grad-CAM of class 1 is the lesion itself."""
+class _BrightDarkCNN(nn.Module):
+    """A CNN with two features at half resolution, pooled: 'bright' (above 0.6, the lesion)
+    and 'dark' (below 0.3, the background); the mid-grey brain has neither."""
 
     def __init__(self) -> None:
         super().__init__()
-        conv = nn.Conv2d(3, 1, kernel_size=2, stride=2)
-        nn.init.constant_(conv.weight, 1 / 12)
-        nn.init.constant_(conv.bias, -0.5)
+        conv = nn.Conv2d(3, 2, kernel_size=2, stride=2)
+        with torch.no_grad():
+            conv.weight.copy_(
+                torch.tensor([1 / 12, -1 / 12])[:, None, None, None].expand(2, 3, 2, 2)
+            )
+            conv.bias.copy_(torch.tensor([-0.6, 0.3]))
         self.features = nn.Sequential(conv, nn.ReLU())
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
@@ -47,12 +55,13 @@ class _BrightnessCNN(nn.Module):
         return self.pool(self.features(images))
 
 
-def _brightness_classifier() -> ClassifierNet:
-    head = nn.Linear(1, 2)
+def _lesion_detector() -> ClassifierNet:
+    """Class 1 ('lesion') counts bright for and dark against; its bias makes it the prediction."""
+    head = nn.Linear(2, 2)
     with torch.no_grad():
-        head.weight.copy_(torch.tensor([[-1.0], [1.0]]))
-        head.bias.zero_()
-    return ClassifierNet(_BrightnessCNN(), head, -1, Normalization((0.0,) * 3, (1.0,) * 3)).eval()
+        head.weight.copy_(torch.tensor([[-1.0, 1.0], [1.0, -1.0]]))
+        head.bias.copy_(torch.tensor([0.0, 1.0]))
+    return ClassifierNet(_BrightDarkCNN(), head, -1, Normalization((0.0,) * 3, (1.0,) * 3)).eval()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -69,18 +78,46 @@ def test_attention_rollout_maps_have_the_image_size_and_follow_the_lesion(seed):
     assert [_lesion_half(heat) for heat in maps] == ["left", "right"]
 
 
+def test_attention_rollout_multiplies_each_blocks_attention_with_the_residual_path():
+    """The rollout against attention recomputed by hand, block by block: softmax(q k^T / sqrt(d))
+    from each block's in_proj, averaged over heads, plus identity, rows renormalised."""
+    net = tiny_net(image_size=SIZE)
+    vit = net.backbone
+    images = torch.from_numpy(_lesion_image("left")[None])
+    with torch.no_grad():
+        tokens = vit._process_input(net.normalize(images))
+        x = torch.cat([vit.class_token, tokens], dim=1) + vit.encoder.pos_embedding
+        count = x.shape[1]
+        expected = torch.eye(count)
+        for block in vit.encoder.layers:
+            attention = block.self_attention
+            q, k, _ = F.linear(block.ln_1(x), attention.in_proj_weight, attention.in_proj_bias)[
+                0
+            ].chunk(3, dim=-1)
+            heads, width = attention.num_heads, q.shape[-1] // attention.num_heads
+            q, k = (t.reshape(count, heads, width).transpose(0, 1) for t in (q, k))
+            weights = torch.softmax(q @ k.transpose(1, 2) / width**0.5, dim=-1).mean(dim=0)
+            mixed = 0.5 * weights + 0.5 * torch.eye(count)
+            expected = mixed / mixed.sum(dim=1, keepdim=True) @ expected
+            x = block(x)
+        rollout = _attention_rollout(net, images)
+    side = SIZE // 16
+    torch.testing.assert_close(rollout[0, 0], expected[0, 1:].reshape(side, side))
+
+
 def test_grad_cam_of_a_lesion_detector_is_the_lesion():
-    """A known answer: for a CNN that detects brightness, the Grad-CAM of 'lesion' is the
-    lesion, upsampled from the half-resolution feature map to the image's size."""
-    net = _brightness_classifier()
-    images = np.stack([_lesion_image("left"), _lesion_image("right")])
+    """A known answer: for a CNN that counts bright for and dark against 'lesion', the
+    Grad-CAM of 'lesion' is the lesion, upsampled from half resolution to the image's size;
+    the dark background counts against it and is cut to zero, like the featureless brain."""
+    net = _lesion_detector()
+    images = np.stack([_lesion_image("left", brain=True), _lesion_image("right", brain=True)])
     maps = explanation_maps(net, images, CPU)
     assert explanation_method(net) == "Grad-CAM"
     assert maps.shape == (2, SIZE, SIZE)
     for heat, image in zip(maps, images, strict=True):
-        lesion = image[0] > 100
+        lesion = image[0] > 200
         assert heat[lesion].mean() > 0.9
-        assert heat[~lesion].mean() < 0.1
+        assert heat[~lesion].mean() < 0.05
     assert [_lesion_half(heat) for heat in maps] == ["left", "right"]
 
 
