@@ -134,8 +134,14 @@ def accuracy_gate(report: dict, floor: float) -> list[str]:
 
 
 @dg.asset_check(
-    asset="test_metrics_report",
-    description="Test accuracy is at or above the floor a retrained model must reach.",
+    asset="production_model",
+    additional_ins={"test_metrics_report": dg.AssetIn("test_metrics_report")},
+    blocking=True,
+    description=(
+        "The retrained model's test accuracy is at or above the floor. Blocking: below it the "
+        "run fails (after production_model has recorded the refusal), so a retraining job "
+        "that produced a model below the floor does not end green."
+    ),
 )
 def accuracy_meets_floor(
     test_metrics_report: str, quality: QualityGatesResource

@@ -151,6 +151,22 @@ class QualityGatesResource(dg.ConfigurableResource):
         le=1,
         description="Lowest test accuracy a retrained model may have and still be promoted.",
     )
+    non_inferiority_margin: float = Field(
+        default=0.01,
+        description=(
+            "How much less accurate than the production model, on the same test images that "
+            "model never trained on, a retrained model may be and still replace it (0.01 = one "
+            "percentage point): the newer model has seen more data, so a tie goes to it."
+        ),
+    )
+    significance_level: float = Field(
+        default=0.05,
+        description=(
+            "A retrained model within the margin is still refused when the exact McNemar test "
+            "on the images where only one of the two models is right finds it worse at this "
+            "level."
+        ),
+    )
 
 
 class LaunchChecksResource(dg.ConfigurableResource):

@@ -301,12 +301,15 @@ def training_job_config(
 ) -> dict:
     """Run config of the seed recipe for training_job: 70/20/10 split, head only on a backbone
     with random weights (weights: none; nothing can be downloaded), Adam 1e-4, early stopping
-    (patience 3 in the recipe), CPU, the feature cache left at its default (auto)."""
+    (patience 3 in the recipe), CPU, the feature cache left at its default (auto), accuracy
+    floor 0."""
     return {
         "resources": {
             "dataset": {"config": {"data_dir": str(data)}},
             "artifacts": {"config": {"root": str(artifacts)}},
             "accelerator": {"config": {"accelerator": "cpu"}},
+            # Random weights score near chance: a real floor would fail the run.
+            "quality": {"config": {"accuracy_floor": 0.0}},
         },
         "ops": {
             "stratified_split": {

@@ -105,6 +105,8 @@ def vit_checkpoint(
         temperature=temperature,
         extra={
             "split_fingerprint": tensors.fingerprint,
+            # What the model has seen, so that a later gate never credits it with these images.
+            "seen_sha256": {split: tensors.digests(split) for split in ("train", "val")},
             "training": config.model_dump(),
             "metrics": summary,
             "run_id": context.run.run_id,

@@ -77,7 +77,11 @@ def write_tensor_splits(
                 del images
             with atomic_path(_labels_file(out_dir, split)) as tmp, tmp.open("wb") as handle:
                 np.save(handle, labels)
-            meta["splits"][split] = {"count": len(paths), "paths": paths}
+            meta["splits"][split] = {
+                "count": len(paths),
+                "paths": paths,
+                "sha256": rows["sha256"].tolist(),
+            }
     write_json(out_dir / META_FILE, meta)
     return meta
 
@@ -153,3 +157,7 @@ class TensorSplits:
 
     def paths(self, split: str) -> list[str]:
         return list(self.meta["splits"][split]["paths"])
+
+    def digests(self, split: str) -> list[str]:
+        """sha256 of each image of the split, in the order of images() and labels()."""
+        return list(self.meta["splits"][split]["sha256"])

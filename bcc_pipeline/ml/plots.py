@@ -74,6 +74,27 @@ def training_curves_plot(history: pd.DataFrame, path: Path, best_epoch: int) -> 
     return _save(figure, path)
 
 
+def promotion_history_plot(history: pd.DataFrame, path: Path, floor: float) -> Path:
+    """Accuracy of each retrained model and of the production model it was compared with (on
+    the same images), decision by decision; filled markers were promoted."""
+    figure, (axes,) = _figure(max(5.0, 0.5 * len(history) + 3), 3.5)
+    decision = np.arange(1, len(history) + 1)
+    promoted = history["promoted"].astype(bool).to_numpy()
+    axes.plot(decision, history["champion_accuracy"], color="grey", marker="s", label="production")
+    axes.plot(decision, history["challenger_accuracy"], color="tab:blue", label="retrained")
+    axes.scatter(decision[promoted], history["challenger_accuracy"][promoted], color="tab:blue",
+                 zorder=3, label="promoted")  # fmt: skip
+    axes.scatter(decision[~promoted], history["challenger_accuracy"][~promoted], zorder=3,
+                 facecolors="white", edgecolors="tab:red", label="refused")  # fmt: skip
+    axes.axhline(floor, color="tab:red", linestyle="--", linewidth=1, label="floor")
+    axes.set_xticks(decision)
+    axes.set_xlabel("retrain (decision number)")
+    axes.set_ylabel("accuracy on the compared test images")
+    axes.set_title("Promotion decisions")
+    axes.legend(loc="lower left", fontsize="small")
+    return _save(figure, path)
+
+
 def reliability_plot(
     before: ReliabilityBins, after: ReliabilityBins, report: dict, path: Path
 ) -> Path:

@@ -24,6 +24,13 @@ def test_tensors_are_uint8_nchw_with_labels_in_split_order(sample_tensors, sampl
     assert 20 < np.asarray(sample_tensors.images("train")).mean() < 120, "not normalised"
 
 
+def test_digests_follow_the_row_order_of_each_split(sample_tensors, sample_root):
+    manifest = scan_folder(sample_root).set_index("path")
+    for split in SPLITS:
+        paths = sample_tensors.paths(split)
+        assert sample_tensors.digests(split) == manifest.loc[paths, "sha256"].tolist()
+
+
 def test_mapped_arrays_pickle_as_their_path(sample_tensors):
     images = sample_tensors.images("train")
     first = np.array(images[0])
