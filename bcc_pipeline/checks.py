@@ -156,3 +156,23 @@ def accuracy_meets_floor(
             "reason": "; ".join(failures) or "meets the floor",
         },
     )
+
+
+@dg.asset_check(
+    asset="raw_image_manifest",
+    description=(
+        "No image sits outside the class folders (beside or above them): such images are left "
+        "out instead of silently becoming a class of their own."
+    ),
+)
+def images_inside_class_folders(raw_image_manifest: str) -> dg.AssetCheckResult:
+    manifest = pd.read_parquet(raw_image_manifest)
+    outside = manifest[manifest["status"] == "outside_class_folders"]
+    return dg.AssetCheckResult(
+        passed=outside.empty,
+        severity=WARN,
+        metadata={
+            "outside_class_folders": len(outside),
+            "paths": dg.MetadataValue.json(outside["path"].tolist()[:20]),
+        },
+    )

@@ -6,17 +6,24 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from bcc_pipeline import sample_data
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    from bcc_pipeline.sample_data import generate_sample_dataset
+    from bcc_pipeline.storage import UnwritableDirError
 
-    root = generate_sample_dataset(
-        args.out, per_class=args.per_class, size=args.size, seed=args.seed
-    )
+    try:
+        root = sample_data.generate_sample_dataset(
+            args.out, per_class=args.per_class, size=args.size, seed=args.seed
+        )
+    except UnwritableDirError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"wrote {args.per_class} SYNTHETIC images per class under {root}")
     return 0
 
@@ -30,7 +37,7 @@ def _predict(args: argparse.Namespace) -> int:
         for result in predict_files(args.checkpoint, args.images):
             failed += "error" in result
             print(json.dumps(result), flush=True)
-    except (CheckpointError, FileNotFoundError) as err:
+    except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 1 if failed else 0
@@ -83,19 +90,45 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer from low to high (no upper bound when high is None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcc-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     sample = commands.add_parser("sample-data", help="write a SYNTHETIC dataset, Kaggle layout")
     sample.add_argument("out", type=Path, help="folder to create")
-    sample.add_argument("--per-class", type=int, default=40, help="images per class (40)")
-    sample.add_argument("--size", type=int, default=512, help="image side in pixels (512)")
-    sample.add_argument("--seed", type=int, default=0, help="generator seed (0)")
+    sample.add_argument("--per-class", type=_int_in(1), default=40, help="images per class (40)")
+    sample.add_argument(
+        "--size",
+        type=_int_in(sample_data.MIN_SIZE, sample_data.MAX_SIZE),
+        default=512,
+        help=f"image side in pixels, {sample_data.MIN_SIZE} to {sample_data.MAX_SIZE} (512)",
+    )
+    sample.add_argument("--seed", type=_int_in(0), default=0, help="generator seed, 0 or more (0)")
     sample.set_defaults(run=_sample_data)
 
     predict = commands.add_parser("predict", help="classify images; one JSON line per image")
-    predict.add_argument("--checkpoint", required=True, type=Path, help="model.pt from a run")
+    predict.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="model.pt from a run, or production_model's pointer (current.json)",
+    )
     predict.add_argument("images", nargs="+", type=Path, help="image files")
     predict.set_defaults(run=_predict)
 

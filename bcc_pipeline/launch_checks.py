@@ -6,7 +6,6 @@ the run config, instead of failing minutes later inside the step that first uses
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -15,6 +14,7 @@ import pydantic
 
 from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, DatasetResource
+from bcc_pipeline.storage import UnwritableDirError, check_writable_dir
 
 MANIFEST, SPLIT, TENSORS, TRAINING = (
     "raw_image_manifest",
@@ -144,20 +144,10 @@ def raise_for_problems(
 
 def check_artifacts_root(artifacts: ArtifactsResource) -> None:
     """The root exists or can be made, and this process may write there."""
-    root = artifacts.path
     try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(
-            f"cannot create the artifacts root {str(root)!r} ({err.strerror or err}); "
-            "choose a folder you can write",
-            setting="root",
-        ) from err
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"the artifacts root {str(root)!r} is not writable by this user; choose another",
-            setting="root",
-        )
+        check_writable_dir(artifacts.path)
+    except UnwritableDirError as err:
+        raise ConfigError(f"{err}; choose a folder you can write", setting="root") from err
 
 
 def check_data_dir(dataset: DatasetResource) -> None:

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from bcc_pipeline.data.images import DEFAULT_MAX_FILE_BYTES
+from bcc_pipeline.storage import check_writable_dir
+
 if TYPE_CHECKING:
     from bcc_pipeline.ml.devices import TrainerDevice
 
@@ -30,6 +33,23 @@ class DatasetResource(dg.ConfigurableResource):
             f"Kaggle 'Brain Cancer - MRI dataset'). Unset: $BCC_DATA_DIR, else {DEFAULT_DATA_DIR}."
         ),
     )
+    max_file_bytes: int = Field(
+        default=DEFAULT_MAX_FILE_BYTES,
+        gt=0,
+        description=(
+            "Files larger than this are rejected (status too_large) without being read: a "
+            "512x512 JPEG slice is about 50 KB. Default 64 MiB."
+        ),
+    )
+    class_folders: list[str] = Field(
+        default=[],
+        description=(
+            "The class folders, as paths relative to data_dir or their last parts "
+            "(['brain_glioma', 'brain_menin', 'brain_tumor']). Empty: the image-holding "
+            "sub-folders of the folder whose sub-folders hold the most images; images "
+            "elsewhere get status outside_class_folders."
+        ),
+    )
 
     @property
     def path(self) -> Path:
@@ -47,7 +67,6 @@ class ArtifactsResource(dg.ConfigurableResource):
             f"Unset: $BCC_ARTIFACTS_DIR, else ./{DEFAULT_ARTIFACTS_DIR}."
         ),
     )
-
     keep_runs: int = Field(
         default=20,
         ge=0,
@@ -57,6 +76,15 @@ class ArtifactsResource(dg.ConfigurableResource):
             "files are never deleted."
         ),
     )
+    stale_temp_hours: float = Field(
+        default=24.0,
+        ge=0,
+        description=(
+            "raw_image_manifest removes temp files (.<name>.*.tmp) and .work-* folders of killed "
+            "runs under root that have not changed for this many hours, unless a live writer "
+            "holds them or their run is still in progress."
+        ),
+    )
 
     @property
     def path(self) -> Path:
@@ -64,12 +92,13 @@ class ArtifactsResource(dg.ConfigurableResource):
         return Path(chosen).expanduser().resolve()
 
     def run_dir(self, asset_name: str, run_id: str) -> Path:
-        """`root/<asset>/<run_id>/`, created; two runs never share one. Older run folders of
+        """`root/<asset>/<run_id>/`, created; two runs never share one. A root that cannot be
+        created or written is an UnwritableDirError naming the cause. Older run folders of
         the asset beyond keep_runs are deleted (never the production model's)."""
         from bcc_pipeline.retention import prune_old_entries
 
         path = self.path / asset_name / run_id
-        path.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(path)
         if asset_name not in PROTECTED_ASSETS:
             prune_old_entries(path.parent, self.keep_runs, spare=run_id)
         return path
@@ -80,7 +109,7 @@ class ArtifactsResource(dg.ConfigurableResource):
         from bcc_pipeline.retention import prune_old_entries
 
         path = self.path / "cache" / kind
-        path.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(path)
         prune_old_entries(path, self.keep_runs, runs_only=False)
         return path
 

@@ -10,15 +10,19 @@ brightness is normalised identically for every class so that a model cannot shor
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bcc_pipeline.storage import atomic_path, check_writable_dir
+
 CLASS_FOLDERS: tuple[str, ...] = ("brain_glioma", "brain_menin", "brain_tumor")
 KAGGLE_SUBDIR = Path("Brain_Cancer raw MRI data") / "Brain_Cancer"
+MIN_SIZE, MAX_SIZE = 32, 4096
+"""Image sides the generator is meant for: below 32 px a lesion is a pixel or two (and 32 is
+the smallest model input); one 4096 px slice already takes 1.3 GB of memory to draw."""
 
 # Mean intensity (0..1, whole image) every slice is scaled to before its own random gain, so
 # that mean brightness carries no class information.
@@ -174,17 +178,6 @@ def render_slice(label: str, rng: np.random.Generator, size: int = 512) -> np.nd
     return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def _write_jpeg(pixels: np.ndarray, path: Path) -> None:
-    """Write via a temporary sibling and os.replace so readers never see a half-written JPEG."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        Image.fromarray(pixels).save(tmp, format="JPEG", quality=_JPEG_QUALITY)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def generate_sample_dataset(
     out_dir: Path | str, per_class: int = 40, size: int = 512, seed: int = 0
 ) -> Path:
@@ -192,13 +185,16 @@ def generate_sample_dataset(
     class-folder parent (OUT/Brain_Cancer raw MRI data/Brain_Cancer).
 
     Each image has its own RNG seeded by (seed, class, index), so output is byte-reproducible and
-    a smaller per_class yields a prefix of a larger one.
+    a smaller per_class yields a prefix of a larger one. A folder that cannot be written is an
+    UnwritableDirError naming it and why.
     """
     root = Path(out_dir) / KAGGLE_SUBDIR
     for class_idx, label in enumerate(CLASS_FOLDERS):
         class_dir = root / label
-        class_dir.mkdir(parents=True, exist_ok=True)
+        check_writable_dir(class_dir)
         for i in range(1, per_class + 1):
             rng = np.random.default_rng([seed, class_idx, i])
-            _write_jpeg(render_slice(label, rng, size), class_dir / f"{label}_{i:04d}.jpg")
+            pixels = render_slice(label, rng, size)
+            with atomic_path(class_dir / f"{label}_{i:04d}.jpg") as tmp:
+                Image.fromarray(pixels).save(tmp, format="JPEG", quality=_JPEG_QUALITY)
     return root

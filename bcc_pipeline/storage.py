@@ -1,31 +1,144 @@
-"""Atomic writes: a killed run leaves a temp file at worst, never a half-written artifact."""
+"""Atomic writes: a killed run leaves a temp file at worst, never a half-written artifact; the
+temp files of dead runs are found and removed; folders that cannot be written are said early."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import secrets
+import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+TEMP_SUFFIX = ".tmp"
+WORK_DIR_PREFIX = ".work-"
+"""Prefix of the scratch folders a training run keeps beside its checkpoint."""
+
+
+class UnwritableDirError(ValueError):
+    """A folder the pipeline must write to cannot be created or written; the message names the
+    folder and the cause."""
+
+
+def check_writable_dir(path: Path | str) -> None:
+    """Create `path` if needed and prove that a file can be written in it, or raise
+    UnwritableDirError naming the path and the cause (a file where a folder should be, no
+    permission, a read-only disk), instead of a bare OSError from wherever the first write is."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UnwritableDirError(f"cannot write to {path}: {_why_unwritable(path, err)}") from None
+
+
+def _why_unwritable(path: Path, err: OSError) -> str:
+    existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder"
+    if isinstance(err, PermissionError):
+        return f"no permission to write in {existing}"
+    return err.strerror or str(err)
+
 
 @contextmanager
 def atomic_path(final: Path | str) -> Iterator[Path]:
-    """Yield a temp path beside `final`; rename it onto `final` only if the block succeeds."""
+    """Yield a temp path beside `final`; rename it onto `final` only if the block succeeds.
+
+    The temp file is created with the mode the umask gives any new file (mkstemp's 0600 would
+    hide artifacts from a serving process running as another user), and it stays locked while
+    the block runs, so remove_stale_temp_files can tell a live writer's file from a dead run's."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        yield tmp_path
-        os.replace(tmp_path, final)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield tmp
+        os.replace(tmp, final)
     finally:
-        tmp_path.unlink(missing_ok=True)
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def work_dir(parent: Path | str) -> Iterator[Path]:
+    """A scratch folder `.work-*` in `parent`, removed afterwards. A lock held on a file inside
+    it while it is in use tells remove_stale_temp_files that it is live, however long ago its
+    files were written (a feature cache is written once, then read for hours)."""
+    with tempfile.TemporaryDirectory(dir=parent, prefix=WORK_DIR_PREFIX) as folder:
+        fd = os.open(Path(folder) / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield Path(folder)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_temp_files(
+    root: Path | str, older_than_seconds: float, active_run_ids: Collection[str] = ()
+) -> list[Path]:
+    """Remove what killed runs left under an artifacts root, and return what was removed:
+    atomic_path temp files (`.<name>.<random>.tmp`) and training scratch folders (`.work-*`).
+
+    One is removed only when all of these hold, so a live run never loses a file:
+    - nothing in it was modified for older_than_seconds;
+    - no process holds a lock on it or a file in it, as atomic_path and work_dir do while in
+      use (a lock dies with its process, so a killed run's files are never locked);
+    - it is not inside the folder (`root/<asset>/<run_id>/`) of a run in active_run_ids."""
+    root = Path(root)
+    cutoff = time.time() - older_than_seconds
+    removed = []
+    for folder, dirs, names in os.walk(root):
+        work_dirs = [name for name in dirs if name.startswith(WORK_DIR_PREFIX)]
+        dirs[:] = [name for name in dirs if name not in work_dirs]
+        temp_files = [n for n in names if n.startswith(".") and n.endswith(TEMP_SUFFIX)]
+        for entry in (Path(folder) / name for name in work_dirs + temp_files):
+            relative = entry.relative_to(root).parts
+            if len(relative) > 2 and relative[1] in active_run_ids:
+                continue
+            inside = list(entry.rglob("*")) if entry.is_dir() else []
+            if any(_modified_after(p, cutoff) or _is_locked(p) for p in [entry, *inside]):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            if not entry.exists():
+                removed.append(entry)
+    return removed
+
+
+def _modified_after(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime > cutoff
+    except FileNotFoundError:
+        return False
+
+
+def _is_locked(path: Path) -> bool:
+    """Whether another open file holds a lock on `path` (a folder is never locked here)."""
+    if not path.is_file():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return True  # cannot even look: leave it alone
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def write_json(path: Path | str, data: Any) -> Path:

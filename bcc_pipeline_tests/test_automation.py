@@ -1,8 +1,10 @@
 """The retraining schedule and the new-data sensor, evaluated as the daemon would."""
 
+import os
 import shutil
 
 import dagster as dg
+import pytest
 import yaml
 
 from bcc_pipeline.definitions import defs
@@ -57,3 +59,23 @@ def test_sensor_skips_a_missing_folder(tmp_path):
         resources={"dataset": DatasetResource(data_dir=str(tmp_path / "absent"))},
     )
     assert "does not exist" in new_data_sensor(context).skip_message
+
+
+def test_sensor_survives_a_file_name_that_is_not_utf8_and_sees_it_change(sample_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(sample_root, data)
+    dataset = DatasetResource(data_dir=str(data))
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources={"dataset": dataset}
+    )
+    baseline = new_data_sensor(context).cursor
+    odd_name = os.path.join(os.fsencode(next(data.rglob("*.jpg")).parent), b"scan\xff.jpg")
+    try:
+        with open(odd_name, "wb") as handle:
+            handle.write(b"\xff\xd8\xff")
+    except OSError as err:
+        pytest.skip(f"this file system refuses non-UTF-8 names: {err}")
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources={"dataset": dataset}, cursor=baseline
+    )
+    assert len(new_data_sensor(context).run_requests) == 1

@@ -137,3 +137,15 @@ def test_a_leaking_split_stops_the_run_before_the_tensors(sample_root, tmp_path)
         event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
     }
     assert materialized == {"stratified_split"}
+
+
+def test_images_outside_the_class_folders_fail_the_warning_check(sample_root, tmp_path):
+    clean = str(write_parquet(tmp_path / "clean.parquet", scan_folder(sample_root)))
+    assert checks.images_inside_class_folders(clean).passed
+    data = tmp_path / "data"
+    shutil.copytree(sample_root, data)
+    shutil.copy(next(data.rglob("*.jpg")), data / "stray.jpg")
+    stray = str(write_parquet(tmp_path / "stray.parquet", scan_folder(data)))
+    result = checks.images_inside_class_folders(stray)
+    assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["paths"].value == ["stray.jpg"]

@@ -1,5 +1,6 @@
 """`bcc-pipeline` as a user runs it, in a subprocess."""
 
+import io
 import json
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR
 from bcc_pipeline_tests.conftest import save_tiny_checkpoint
@@ -51,6 +53,82 @@ def test_predict_with_a_missing_checkpoint_is_one_clear_line(tmp_path):
     assert completed.returncode == 2
     assert completed.stderr.startswith("error:")
     assert "Traceback" not in completed.stderr
+
+
+def _tiny_checkpoint(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_tiny_checkpoint(path)
+
+
+def test_predict_names_the_cause_of_each_bad_image_and_goes_on(sample_root, tmp_path):
+    checkpoint = _tiny_checkpoint(tmp_path / "model.pt")
+    empty, text, corrupt = tmp_path / "empty.jpg", tmp_path / "notes.png", tmp_path / "bad.png"
+    empty.write_bytes(b"")
+    text.write_text("patient notes")
+    buffer = io.BytesIO()
+    Image.new("L", (40, 40), 80).save(buffer, "PNG")
+    corrupt.write_bytes(buffer.getvalue()[:60])
+    good = sorted(sample_root.rglob("*.jpg"))[0]
+    images = [empty, text, corrupt, good]
+    completed = _run("predict", "--checkpoint", str(checkpoint), *map(str, images), cwd=tmp_path)
+    assert completed.returncode == 1 and completed.stderr == ""
+    lines = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [line["path"] for line in lines] == list(map(str, images))
+    assert [line.get("status") for line in lines] == ["empty", "not_an_image", "unreadable", None]
+    assert lines[0]["error"] == "empty file (0 bytes)"
+    assert "text starting 'patient notes'" in lines[1]["error"]
+    assert "object at 0x" not in completed.stdout
+    assert lines[3]["prediction"] in lines[3]["probabilities"]
+
+
+def test_predict_accepts_the_production_pointer_as_checkpoint(sample_root, tmp_path):
+    checkpoint = _tiny_checkpoint(tmp_path / "production_model" / "run1" / "model.pt")
+    pointer = tmp_path / "production_model" / "current.json"
+    pointer.write_text(json.dumps({"checkpoint": str(checkpoint), "run_id": "run1"}))
+    image = str(sorted(sample_root.rglob("*.jpg"))[0])
+    completed = _run("predict", "--checkpoint", str(pointer), image, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["prediction"] in {
+        "brain_glioma",
+        "brain_menin",
+        "brain_tumor",
+    }
+
+
+def test_predict_with_a_text_file_as_checkpoint_says_so_in_one_line(tmp_path):
+    notes = tmp_path / "model.pt"
+    notes.write_text("not a checkpoint")
+    completed = _run("predict", "--checkpoint", str(notes), "x.jpg", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr == (
+        f"error: {notes} is not a checkpoint: it is text starting 'not a checkpoint'\n"
+    )
+
+
+def test_sample_data_into_a_file_is_one_clear_line(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    completed = _run("sample-data", "taken", "--per-class", "1", "--size", "32", cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.startswith("error: cannot write to taken/")
+    assert completed.stderr.endswith("taken is a file, not a folder\n")
+    assert completed.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--per-class", "0", "argument --per-class: must be at least 1, not 0"),
+        ("--per-class", "-3", "argument --per-class: must be at least 1, not -3"),
+        ("--size", "8", "argument --size: must be from 32 to 4096, not 8"),
+        ("--seed", "-1", "argument --seed: must be at least 0, not -1"),
+        ("--per-class", "ten", "argument --per-class: 'ten' is not a whole number"),
+    ],
+)
+def test_sample_data_refuses_numbers_it_cannot_draw(tmp_path, option, value, message):
+    completed = _run("sample-data", "out", option, value, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().endswith(message)
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

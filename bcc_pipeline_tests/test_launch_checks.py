@@ -125,7 +125,8 @@ def test_an_artifacts_root_that_cannot_be_created_stops_the_run(sample_root, tmp
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     message = launch_failure(_run(sample_root, blocker / "artifacts", tiny_run_config()))
-    assert "resources.artifacts.config.root: cannot create the artifacts root" in message
+    assert "resources.artifacts.config.root: cannot write to" in message
+    assert "a_file is a file, not a folder" in message
 
 
 def test_every_problem_is_listed_at_once(sample_root, tmp_path):

@@ -4,17 +4,24 @@ import time
 
 import dagster as dg
 
-from bcc_pipeline.assets.common import (
-    GROUP,
-    artifact_metadata,
-    markdown_table,
-    user_errors,
+from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
+from bcc_pipeline.data.manifest import (
+    OUTSIDE_CLASS_FOLDERS,
+    DataFolderError,
+    require_usable,
+    scan_folder,
 )
-from bcc_pipeline.data.manifest import DataFolderError, require_usable, scan_folder
 from bcc_pipeline.resources import ArtifactsResource, DatasetResource, LaunchChecksResource
-from bcc_pipeline.storage import write_parquet
+from bcc_pipeline.storage import UnwritableDirError, remove_stale_temp_files, write_parquet
 
 MANIFEST_FILE = "manifest.parquet"
+LIVE_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 
 
 @dg.asset(
@@ -31,18 +38,34 @@ def raw_image_manifest(
     dataset: DatasetResource,
     artifacts: ArtifactsResource,
 ) -> dg.Output[str]:
+    with user_errors(UnwritableDirError):
+        path = artifacts.run_dir("raw_image_manifest", context.run.run_id) / MANIFEST_FILE
+    live_runs = context.instance.get_run_ids(dg.RunsFilter(statuses=LIVE_RUN_STATUSES))
+    stale = remove_stale_temp_files(artifacts.path, artifacts.stale_temp_hours * 3600, live_runs)
+    if stale:
+        context.log.info(f"removed {len(stale)} temp files of killed runs: {list(map(str, stale))}")
     start = time.perf_counter()
     with user_errors(DataFolderError):
-        manifest = scan_folder(dataset.path)
+        manifest = scan_folder(
+            dataset.path,
+            max_file_bytes=dataset.max_file_bytes,
+            class_folders=dataset.class_folders,
+        )
         require_usable(manifest, dataset.path)
     seconds = time.perf_counter() - start
-    path = artifacts.run_dir("raw_image_manifest", context.run.run_id) / MANIFEST_FILE
     write_parquet(path, manifest)
 
     by_status = manifest["status"].value_counts()
     usable = manifest[manifest["status"] == "ok"]
     rejected = manifest[manifest["status"] != "ok"]
+    outside = manifest[manifest["status"] == OUTSIDE_CLASS_FOLDERS]
     context.log.info(f"scanned {len(manifest)} files in {seconds:.1f}s: {by_status.to_dict()}")
+    if not outside.empty:
+        context.log.warning(
+            f"{len(outside)} images sit outside the class folders "
+            f"({', '.join(sorted(usable['label'].unique()))}) and are not used, e.g. "
+            f"{outside['path'].tolist()[:5]}; move them, or set dataset class_folders"
+        )
     per_class = usable.groupby("label").size().rename("images").reset_index()
     return dg.Output(
         str(path),
@@ -51,6 +74,8 @@ def raw_image_manifest(
             "dagster/row_count": len(manifest),
             "usable_images": int(len(usable)),
             "rejected_files": int(len(rejected)),
+            "outside_class_folders": int(len(outside)),
+            "stale_temp_files_removed": len(stale),
             "images_per_class": markdown_table(per_class),
             "files_per_status": markdown_table(by_status.rename("files").reset_index()),
             "rejected": markdown_table(rejected[["path", "status", "error"]]),

@@ -35,7 +35,8 @@ class TensorsConfig(dg.Config):
     description=(
         "Every split decoded once (JPEG draft mode, all cores), padded to square and resized "
         "with antialiasing: uint8 NCHW RGB arrays, labels and class names. Not normalised: "
-        "the backbone's own statistics apply at training time."
+        "the backbone's own statistics apply at training time. Each file's sha256 is checked "
+        "against the split table first, so a file changed since the scan stops the run."
     ),
 )
 def preprocessed_tensors(

@@ -1,8 +1,6 @@
 """vit_checkpoint: fine-tune the backbone on the preprocessed tensors; keep the best epoch."""
 
-import tempfile
 from functools import partial
-from pathlib import Path
 
 import dagster as dg
 
@@ -16,7 +14,7 @@ from bcc_pipeline.assets.common import (
 from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.ml.settings import TrainingSettings
 from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, LaunchChecksResource
-from bcc_pipeline.storage import write_text
+from bcc_pipeline.storage import work_dir, write_text
 
 CHECKPOINT_FILE = "model.pt"
 
@@ -63,14 +61,14 @@ def vit_checkpoint(
     # A spawned DDP worker cannot carry Dagster's logger; its stdout is in the run's logs.
     log = context.log.info if device.world_size == 1 else partial(print, flush=True)
     with (
-        tempfile.TemporaryDirectory(dir=folder, prefix=".work-") as work_dir,
+        work_dir(folder) as scratch,
         user_errors(ConfigError),
     ):
         result = fit_classifier(
             tensors,
             config,
             device,
-            Path(work_dir),
+            scratch,
             log=log,
             feature_stores=artifacts.store_dir("features"),
         )

@@ -1,43 +1,163 @@
-"""Decoding of the image files a user may have: any common format and mode, safely and fast."""
+"""Reading and decoding the image files a user may have: every common format and mode, and every
+way a file can fail mapped to one status a person understands. The manifest, the tensors and
+predict all go through read_image_file and decode_image, so they accept and reject alike."""
 
 from __future__ import annotations
 
 import io
-import warnings
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
 
 import imagehash
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
+"""Pillow format names. Only these are decoded, whatever a file's suffix: a file is sniffed from
+its first bytes (sniff_format) and handed to that one plugin, never to Pillow's guesswork over
+dozens of formats."""
+FORMAT_NAMES = "JPEG, PNG, BMP, TIFF, WebP or GIF"
+
 MAX_PIXELS = 50_000_000
 """Larger images are rejected before decoding: a decompression-bomb guard far above any MRI."""
-
+DEFAULT_MAX_FILE_BYTES = 64 * 2**20
+"""Larger files are rejected unread: a 512x512 JPEG slice is about 50 KB, a 4096x4096 16-bit
+uncompressed TIFF 32 MiB."""
+SNIFF_BYTES = 132
+"""Enough for every signature in sniff_format and for DICOM's (at offset 128)."""
 PHASH_SIZE = 16
 
+EMPTY, NOT_AN_IMAGE, UNREADABLE, TOO_LARGE = "empty", "not_an_image", "unreadable", "too_large"
 
-class ImageTooLargeError(ValueError):
-    """The header declares more pixels than MAX_PIXELS."""
+_OTHER_KINDS = (
+    (b"%PDF", "a PDF document"),
+    (b"PK\x03\x04", "a ZIP archive"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"\xd0\xcf\x11\xe0", "an Office or Thumbs.db file"),
+)
 
 
-def open_image(data: bytes, draft_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
-    """Fully decode `data` (so truncation shows here) and return it with its stored size;
-    JPEGs decode at the smallest DCT scale that still covers draft_size."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(io.BytesIO(data))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise ImageTooLargeError(str(err)) from err
-    if image.width * image.height > MAX_PIXELS:
-        raise ImageTooLargeError(
-            f"{image.width}x{image.height} exceeds the {MAX_PIXELS:,}-pixel limit"
-        )
-    stored_size = image.size
-    if draft_size is not None and image.format == "JPEG":
-        image.draft(image.mode, (draft_size, draft_size))
-    image.load()
-    return image, stored_size
+class ImageRejected(ValueError):
+    """A file that cannot be used as an image. `status` is one of EMPTY, NOT_AN_IMAGE,
+    UNREADABLE, TOO_LARGE; the message says why in words, without library internals."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    rgb: Image.Image
+    """The pixels as RGB (see to_rgb), at draft scale for a JPEG decoded with draft_size."""
+    format: str
+    mode: str
+    """The mode as stored, before conversion to RGB."""
+    width: int
+    height: int
+    """The size as stored, before any draft scaling."""
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The supported format whose signature starts `head` (a file's first bytes), if any."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WEBP"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    return None
+
+
+def describe_content(head: bytes) -> str:
+    """What a file that is not a supported image seems to be, from its first bytes, in words."""
+    if head[128:132] == b"DICM":
+        return "a DICOM file (export the slices as PNG or JPEG)"
+    for magic, kind in _OTHER_KINDS:
+        if head.startswith(magic):
+            return kind
+    if not any(byte < 32 and byte not in b"\t\n\r\f" for byte in head):
+        first_line = head.decode("utf-8", "backslashreplace").strip().split("\n")[0]
+        return f"text starting {first_line[:40]!r}"
+    return f"unrecognised content (first bytes {head[:8].hex(' ')})"
+
+
+def _unrecognised(head: bytes) -> ImageRejected:
+    if not head:
+        return ImageRejected(EMPTY, "empty file (0 bytes)")
+    return ImageRejected(NOT_AN_IMAGE, f"not a {FORMAT_NAMES} image: {describe_content(head)}")
+
+
+def read_image_file(path: Path | str, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> bytes:
+    """The bytes of an image file, read whole only after its size and first bytes say it is a
+    supported image: a stray archive or video costs one small read, not its size in memory.
+    Files are at most max_bytes, so hashing them in memory needs no streaming."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageRejected(UNREADABLE, "not a regular file (a folder or a device)")
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size > max_bytes:
+                raise ImageRejected(
+                    TOO_LARGE, f"{size:,} bytes, above the limit of {max_bytes:,} bytes per file"
+                )
+            head = handle.read(SNIFF_BYTES)
+            if sniff_format(head) is None:
+                raise _unrecognised(head)
+            data = head + handle.read(max_bytes + 1 - len(head))
+    except OSError as err:
+        raise ImageRejected(UNREADABLE, f"cannot read the file: {err.strerror or err}") from None
+    if len(data) > max_bytes:  # it grew while being read
+        raise ImageRejected(TOO_LARGE, f"above the limit of {max_bytes:,} bytes per file")
+    return data
+
+
+def decode_image(data: bytes, draft_size: int | None = None) -> DecodedImage:
+    """Fully decode `data` (so truncation shows here) and convert it to RGB; JPEGs decode at the
+    smallest DCT scale that still covers draft_size. Every failure is an ImageRejected.
+
+    Pillow's plugins raise many exception types on crafted input (OSError, SyntaxError,
+    EOFError, struct.error, zlib.error, TypeError, IndexError, KeyError, MemoryError, ...), and
+    which ones is not part of its API, so everything but what names a size problem becomes
+    UNREADABLE: a file must never stop a scan or a predict run."""
+    image_format = sniff_format(data[:SNIFF_BYTES])
+    if image_format is None:
+        raise _unrecognised(data[:SNIFF_BYTES])
+    try:
+        image = Image.open(io.BytesIO(data), formats=[image_format])
+        if image.width * image.height > MAX_PIXELS:
+            raise ImageRejected(
+                TOO_LARGE,
+                f"{image.width}x{image.height} pixels, above the limit of {MAX_PIXELS:,}",
+            )
+        width, height, mode = image.width, image.height, image.mode
+        if draft_size is not None and image.format == "JPEG":
+            image.draft(image.mode, (draft_size, draft_size))
+        image.load()
+        return DecodedImage(to_rgb(image), image_format, mode, width, height)
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, MemoryError):
+        raise ImageRejected(TOO_LARGE, "too many pixels to decode safely") from None
+    except UnidentifiedImageError:
+        raise ImageRejected(
+            UNREADABLE, f"starts like a {image_format} file but its header is corrupt"
+        ) from None
+    except Exception as err:  # see the docstring: the failure set of Pillow is open-ended
+        raise ImageRejected(
+            UNREADABLE,
+            f"truncated, corrupt or unsupported {image_format} data ({type(err).__name__}: {err})",
+        ) from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -56,27 +176,27 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def square_resize(image: Image.Image, size: int) -> np.ndarray:
-    """Pad to a square on black, then resize with antialiasing: nothing at the edge is cut off.
+def square_resize(rgb: Image.Image, size: int) -> np.ndarray:
+    """Resize with antialiasing so the longer side is `size`, then pad to a square on black:
+    nothing at the edge is cut off, and a long thin image never becomes a huge square canvas.
     Returns uint8 CHW."""
-    rgb = to_rgb(image)
-    side = max(rgb.size)
+    if rgb.size != (size, size):
+        scale = size / max(rgb.size)
+        scaled = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(scaled, Image.Resampling.BICUBIC, reducing_gap=None)
     if rgb.width != rgb.height:
-        canvas = Image.new("RGB", (side, side))
-        canvas.paste(rgb, ((side - rgb.width) // 2, (side - rgb.height) // 2))
+        canvas = Image.new("RGB", (size, size))
+        canvas.paste(rgb, ((size - rgb.width) // 2, (size - rgb.height) // 2))
         rgb = canvas
-    if side != size:
-        rgb = rgb.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=None)
     return np.ascontiguousarray(np.asarray(rgb).transpose(2, 0, 1))
 
 
 def model_input(data: bytes, size: int) -> np.ndarray:
     """What the model sees of an image file, in training and in predict alike: uint8 CHW."""
-    image, _ = open_image(data, draft_size=size)
-    return square_resize(image, size)
+    return square_resize(decode_image(data, draft_size=size).rgb, size)
 
 
-def perceptual_hash(image: Image.Image) -> str:
+def perceptual_hash(rgb: Image.Image) -> str:
     """256-bit DCT hash as hex. On MRI-like slices, re-encoded, rescaled or brightened copies
     stay within 6 bits; of 6056 distinct synthetic slices, the closest pair differs in 8."""
-    return str(imagehash.phash(to_rgb(image).convert("L"), hash_size=PHASH_SIZE))
+    return str(imagehash.phash(rgb.convert("L"), hash_size=PHASH_SIZE))

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
-from PIL import UnidentifiedImageError
 
-from bcc_pipeline.data.images import IMAGE_SUFFIXES, ImageTooLargeError, open_image, perceptual_hash
+from bcc_pipeline.data.images import (
+    DEFAULT_MAX_FILE_BYTES,
+    UNREADABLE,
+    ImageRejected,
+    decode_image,
+    perceptual_hash,
+    read_image_file,
+)
 
 MANIFEST_COLUMNS = [
     "path",
@@ -28,97 +36,206 @@ MANIFEST_COLUMNS = [
 ]
 OS_FILE_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini", "ehthumbs.db", "icon\r"})
 HASH_DRAFT_SIZE = 128
+BAD_NAME, OUTSIDE_CLASS_FOLDERS = "bad_name", "outside_class_folders"
 
 
 class DataFolderError(ValueError):
     """The data folder cannot yield a dataset; the message says how to fix it."""
 
 
-def list_files(data_dir: Path) -> list[Path]:
-    """Every regular file beneath data_dir, sorted; symlinked folders are not followed."""
-    found = []
-    for folder, _, names in os.walk(data_dir):
+def list_files(data_dir: Path) -> tuple[list[Path], dict[Path, str]]:
+    """Every regular file beneath data_dir, sorted, and the folders that could not be listed
+    with the reason (no permission, a shared drive gone); symlinked folders are not followed."""
+    found, unlistable = [], {}
+
+    def note(err: OSError) -> None:
+        unlistable[Path(err.filename)] = err.strerror or str(err)
+
+    for folder, _, names in os.walk(data_dir, onerror=note):
         for name in names:
             path = Path(folder) / name
             if path.is_file():
                 found.append(path)
-    return sorted(found)
+    return sorted(found), unlistable
 
 
 def folder_fingerprint(data_dir: Path | str) -> str:
-    """Digest of every file's name, size and mtime: cheap (no reads), changes with the data."""
+    """Digest of every file's name, size and mtime: cheap (no reads), changes with the data.
+    Names are hashed as the bytes the OS gave, so names that are not UTF-8 count too."""
     data_dir = Path(data_dir)
     digest = hashlib.sha256()
-    for path in list_files(data_dir):
-        stat = path.stat()
-        digest.update(
-            f"{path.relative_to(data_dir)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode()
-        )
+    for path in list_files(data_dir)[0]:
+        try:
+            stat = path.stat()
+        except OSError:  # removed since the listing; the next tick sees the folder as it is
+            continue
+        relative = path.relative_to(data_dir)
+        digest.update(os.fsencode(f"{relative}\t{stat.st_size}\t{stat.st_mtime_ns}\n"))
     return digest.hexdigest()[:16]
 
 
-def class_folders(data_dir: Path, files: list[Path]) -> set[Path]:
-    """A class is a folder below data_dir that directly holds image files."""
+def is_text(name: str) -> bool:
+    """Whether a file name is valid Unicode. On Linux a name is any bytes; Python carries the
+    bytes that are not UTF-8 (zips made on Windows, old shared drives) as lone surrogates."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(name: str) -> str:
+    """A file name as valid UTF-8 for tables and logs: bytes that are not UTF-8 become \\xNN."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def find_class_folders(
+    data_dir: Path, files: list[Path], images: list[Path], named: Sequence[str] = ()
+) -> dict[Path, str]:
+    """Class folder -> label (its name). A class folder is a folder that directly holds images.
+
+    With `named` (paths relative to data_dir, or their last components: `brain_glioma`), exactly
+    those folders. Otherwise the sub-folders holding decoded `images` of the one folder whose
+    sub-folders hold the most: a stray image beside or above the class folders, or a few in a
+    folder elsewhere, is reported as outside them instead of silently becoming a class."""
+    if named:
+        folders = sorted({path.parent for path in files if path.parent != data_dir})
+        chosen = [_named_folder(data_dir, folders, name) for name in named]
+    else:
+        holding = Counter(path.parent for path in images if path.parent != data_dir)
+        per_parent: Counter[Path] = Counter()
+        for folder, count in holding.items():
+            per_parent[folder.parent] += count
+        if not per_parent:
+            return {}
+        parent = min(per_parent, key=lambda folder: (-per_parent[folder], str(folder)))
+        chosen = [folder for folder in holding if folder.parent == parent]
+    return {folder: printable(folder.name) for folder in chosen}
+
+
+def _named_folder(data_dir: Path, folders: list[Path], name: str) -> Path:
+    parts = PurePosixPath(name).parts
+    matches = [f for f in folders if f.relative_to(data_dir).parts[-len(parts) :] == parts]
+    if len(matches) == 1:
+        return matches[0]
+    found = sorted(printable(f.relative_to(data_dir).as_posix()) for f in folders)
+    if not matches:
+        raise DataFolderError(
+            f"class folder {name!r} (dataset class_folders) is not a folder holding files under "
+            f"{printable(str(data_dir))!r}; those are {found[:20]}"
+        )
+    raise DataFolderError(
+        f"class folder {name!r} (dataset class_folders) matches {len(matches)} folders: "
+        f"{sorted(printable(f.relative_to(data_dir).as_posix()) for f in matches)}; "
+        "give more of its path, relative to data_dir"
+    )
+
+
+def inspect_file(path: Path, data_dir: Path, max_file_bytes: int) -> dict:
+    """One manifest row, without its label; every failure becomes a status, never an exception.
+
+    A name that is not valid UTF-8 gets status bad_name rather than an escaped text form:
+    parquet, JSON, the Dagster UI and MLflow all need UTF-8, and an escaped spelling would be a
+    second name for the file that every downstream reader would have to decode. Its `path`
+    shows the odd bytes as \\xNN, and renaming the file is the fix the error names."""
+    relative = path.relative_to(data_dir).as_posix()
+    row = dict.fromkeys(MANIFEST_COLUMNS)
+    row.update(path=printable(relative), bytes=0, error="")
+    if not is_text(relative):
+        return {
+            **row,
+            "status": BAD_NAME,
+            "error": "the file or folder name is not valid UTF-8 (made with another code page?); "
+            "rename it, e.g. with `convmv -f cp1252 -t utf-8 -r --notest DIR`",
+        }
+    if path.name.lower() in OS_FILE_NAMES or path.name.startswith("._"):
+        return {**row, "status": "os_file", "error": "operating-system metadata file"}
+    try:
+        row["bytes"] = path.stat().st_size
+        data = read_image_file(path, max_file_bytes)
+        row["sha256"] = hashlib.sha256(data).hexdigest()
+        image = decode_image(data, draft_size=HASH_DRAFT_SIZE)
+    except OSError as err:
+        return {**row, "status": UNREADABLE, "error": f"cannot read the file: {err.strerror}"}
+    except ImageRejected as err:
+        return {**row, "status": err.status, "error": printable(str(err))}
     return {
-        path.parent
-        for path in files
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.parent != data_dir
+        **row,
+        "format": image.format,
+        "width": image.width,
+        "height": image.height,
+        "mode": image.mode,
+        "phash": perceptual_hash(image.rgb),
+        "status": "ok",
     }
 
 
-def inspect_file(path: Path, data_dir: Path, classes: set[Path]) -> dict:
-    """One manifest row; every failure becomes a status, never an exception."""
-    row = dict.fromkeys(MANIFEST_COLUMNS)
-    row.update(path=path.relative_to(data_dir).as_posix(), error="")
-    row["label"] = path.parent.name if path.parent in classes else ""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        return {**row, "status": "unreadable", "error": str(err), "bytes": 0}
-    row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    if path.name.lower() in OS_FILE_NAMES or path.name.startswith("._"):
-        return {**row, "status": "os_file", "error": "operating-system metadata file"}
-    if not data:
-        return {**row, "status": "empty", "error": "zero bytes"}
-    try:
-        image, (width, height) = open_image(data, draft_size=HASH_DRAFT_SIZE)
-        row.update(format=image.format, width=width, height=height, mode=image.mode)
-    except UnidentifiedImageError:
-        return {**row, "status": "not_an_image", "error": "not a format Pillow can read"}
-    except ImageTooLargeError as err:
-        return {**row, "status": "too_large", "error": str(err)}
-    except (OSError, ValueError, SyntaxError, EOFError) as err:
-        return {**row, "status": "unreadable", "error": f"{type(err).__name__}: {err}"}
-    row["phash"] = perceptual_hash(image)
-    if not row["label"]:
-        return {**row, "status": "no_class_folder", "error": "image is not inside a class folder"}
-    return {**row, "status": "ok"}
+def _label(row: dict, path: Path, classes: dict[Path, str]) -> dict:
+    """The row with the label of its class folder; an image outside every class folder is
+    rejected, saying where the classes are."""
+    row = {**row, "label": classes.get(path.parent, "")}
+    if row["status"] != "ok" or row["label"]:
+        return row
+    names = sorted(set(classes.values()))
+    where = f"the class folders ({', '.join(names)})" if names else "a class folder"
+    return {
+        **row,
+        "status": OUTSIDE_CLASS_FOLDERS,
+        "error": f"image is not directly inside {where}; move it into one, or name the class "
+        "folders in dataset class_folders",
+    }
 
 
-def scan_folder(data_dir: Path | str, workers: int | None = None) -> pd.DataFrame:
+def scan_folder(
+    data_dir: Path | str,
+    workers: int | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    class_folders: Sequence[str] = (),
+) -> pd.DataFrame:
     """Manifest of data_dir, one row per regular file, sorted by path. Decoding runs on threads:
-    Pillow and hashlib release the GIL, so this scales over cores without process start-up."""
+    Pillow and hashlib release the GIL, so this scales over cores without process start-up.
+    sha256 is empty for files rejected from their name, size or first bytes: they are not read."""
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
         raise DataFolderError(
-            f"data_dir {str(data_dir)!r} does not exist. Download the Kaggle 'Brain Cancer - MRI "
-            "dataset' (doi:10.17632/mk56jw9rns.1) and unzip it there, or generate a synthetic "
-            "sample with `bcc-pipeline sample-data DIR`; then set "
+            f"data_dir {printable(str(data_dir))!r} does not exist. Download the Kaggle 'Brain "
+            "Cancer - MRI dataset' (doi:10.17632/mk56jw9rns.1) and unzip it there, or generate a "
+            "synthetic sample with `bcc-pipeline sample-data DIR`; then set "
             "resources.dataset.config.data_dir."
         )
-    files = list_files(data_dir)
-    if not files:
-        raise DataFolderError(f"data_dir {str(data_dir)!r} is empty: no files to read")
-    classes = class_folders(data_dir, files)
+    files, unlistable = list_files(data_dir)
+    if data_dir in unlistable:
+        raise DataFolderError(
+            f"cannot list data_dir {printable(str(data_dir))!r}: {unlistable[data_dir]}"
+        )
+    if not files and not unlistable:
+        raise DataFolderError(f"data_dir {printable(str(data_dir))!r} is empty: no files to read")
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        rows = list(pool.map(lambda p: inspect_file(p, data_dir, classes), files))
+        rows = list(pool.map(lambda p: inspect_file(p, data_dir, max_file_bytes), files))
+    images = [path for path, row in zip(files, rows, strict=True) if row["status"] == "ok"]
+    classes = find_class_folders(data_dir, files, images, class_folders)
+    rows = [_label(row, path, classes) for path, row in zip(files, rows, strict=True)]
+    rows += [_unlistable_row(folder, data_dir, why) for folder, why in unlistable.items()]
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     manifest["bytes"] = manifest["bytes"].astype("int64")
     for column in ("width", "height"):
         manifest[column] = manifest[column].astype("Int64")
     for column in ("label", "sha256", "format", "mode", "phash", "status", "error"):
         manifest[column] = manifest[column].fillna("").astype(str)
-    return manifest
+    return manifest.sort_values("path", ignore_index=True)
+
+
+def _unlistable_row(folder: Path, data_dir: Path, why: str) -> dict:
+    """A folder whose files cannot be seen is a row of its own, so that they are not lost
+    without a word."""
+    row = dict.fromkeys(MANIFEST_COLUMNS)
+    return {
+        **row,
+        "path": printable(f"{folder.relative_to(data_dir).as_posix()}/"),
+        "bytes": 0,
+        "status": UNREADABLE,
+        "error": f"cannot list this folder ({why}): the files in it are not in the manifest",
+    }
 
 
 def require_usable(manifest: pd.DataFrame, data_dir: Path | str) -> None:
@@ -127,12 +244,12 @@ def require_usable(manifest: pd.DataFrame, data_dir: Path | str) -> None:
     if usable.empty:
         statuses = manifest["status"].value_counts().to_dict()
         raise DataFolderError(
-            f"no readable images under {str(data_dir)!r} ({len(manifest)} files: {statuses}). "
-            "Images must sit in one folder per class, e.g. brain_glioma/*.jpg."
+            f"no readable images under {printable(str(data_dir))!r} ({len(manifest)} files: "
+            f"{statuses}). Images must sit in one folder per class, e.g. brain_glioma/*.jpg."
         )
     labels = sorted(usable["label"].unique())
     if len(labels) < 2:
         raise DataFolderError(
-            f"found images of only one class ({labels}) under {str(data_dir)!r}; a classifier "
-            "needs at least two class folders."
+            f"found images of only one class ({labels}) under {printable(str(data_dir))!r}; "
+            "a classifier needs at least two class folders."
         )

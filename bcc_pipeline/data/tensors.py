@@ -3,6 +3,7 @@ decoding, and no float copy of the dataset in RAM. Normalisation is left to the 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bcc_pipeline.data.images import model_input
+from bcc_pipeline.data.images import ImageRejected, model_input, read_image_file
+from bcc_pipeline.data.manifest import printable
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.storage import atomic_path, write_json
 
@@ -20,7 +22,7 @@ META_FILE = "meta.json"
 
 
 class ImageChangedError(RuntimeError):
-    """A file accepted by the manifest can no longer be decoded."""
+    """A file's bytes are no longer those the manifest hashed (or no longer decode)."""
 
 
 def _images_file(folder: Path, split: str) -> Path:
@@ -31,14 +33,21 @@ def _labels_file(folder: Path, split: str) -> Path:
     return folder / f"{split}_labels.npy"
 
 
-def _decode(path: Path, image_size: int) -> np.ndarray:
+def _verified_input(path: Path, sha256: str, size: int, image_size: int) -> np.ndarray:
+    """Model input of a file whose bytes are still those the manifest hashed. Decoding alone
+    would miss a file overwritten with another valid image (say a training image copied over a
+    test image): the split would then leak, and no check on the split table could see it."""
     try:
-        return model_input(path.read_bytes(), image_size)
-    except Exception as err:  # any decoder failure here means the file changed since the scan
-        raise ImageChangedError(
-            f"{path} passed the manifest scan but cannot be decoded now ({err}); "
-            "re-materialize raw_image_manifest"
-        ) from err
+        data = read_image_file(path, max_bytes=size)
+        if hashlib.sha256(data).hexdigest() == sha256:
+            return model_input(data, image_size)
+        reason = "its bytes differ from those scanned"
+    except ImageRejected as err:
+        reason = str(err)
+    raise ImageChangedError(
+        f"{printable(str(path))} no longer matches raw_image_manifest ({reason}); "
+        "re-materialize raw_image_manifest and the assets after it"
+    )
 
 
 def write_tensor_splits(
@@ -49,7 +58,9 @@ def write_tensor_splits(
     split_fingerprint: str,
     workers: int | None = None,
 ) -> dict:
-    """Write `<split>_images.npy` (uint8 N,3,S,S), `<split>_labels.npy` and meta.json."""
+    """Write `<split>_images.npy` (uint8 N,3,S,S), `<split>_labels.npy` and meta.json, which
+    lists each split's paths and sha256 digests in row order. Every file is re-read and its
+    sha256 checked against the split table's before it is decoded."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     class_names = sorted(split_table["label"].unique())
     class_index = {name: i for i, name in enumerate(class_names)}
@@ -63,25 +74,27 @@ def write_tensor_splits(
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         for split in SPLITS:
             rows = split_table[split_table["split"] == split].sort_values("path")
-            paths = rows["path"].tolist()
+            paths, digests = rows["path"].tolist(), rows["sha256"].tolist()
             labels = np.array([class_index[name] for name in rows["label"]], dtype=np.int64)
             with atomic_path(_images_file(out_dir, split)) as tmp:
                 images = np.lib.format.open_memmap(
                     tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, image_size, image_size)
                 )
-
-                decoded = pool.map(lambda path: _decode(data_dir / path, image_size), paths)
+                decoded = pool.map(
+                    lambda path, digest, size: _verified_input(
+                        data_dir / path, digest, int(size), image_size
+                    ),
+                    paths,
+                    digests,
+                    rows["bytes"],
+                )
                 for index, pixels in enumerate(decoded):
                     images[index] = pixels
                 images.flush()
                 del images
             with atomic_path(_labels_file(out_dir, split)) as tmp, tmp.open("wb") as handle:
                 np.save(handle, labels)
-            meta["splits"][split] = {
-                "count": len(paths),
-                "paths": paths,
-                "sha256": rows["sha256"].tolist(),
-            }
+            meta["splits"][split] = {"count": len(paths), "paths": paths, "sha256": digests}
     write_json(out_dir / META_FILE, meta)
     return meta
 
@@ -159,5 +172,5 @@ class TensorSplits:
         return list(self.meta["splits"][split]["paths"])
 
     def digests(self, split: str) -> list[str]:
-        """sha256 of each image of the split, in the order of images() and labels()."""
+        """sha256 of each image's file, in the order of images(), labels() and paths()."""
         return list(self.meta["splits"][split]["sha256"])

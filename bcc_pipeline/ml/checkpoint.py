@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 import platform
 from collections.abc import Sequence
 from importlib.metadata import version
@@ -12,12 +14,17 @@ from typing import Any
 import torch
 import torchvision
 
+from bcc_pipeline.data.images import SNIFF_BYTES, describe_content
 from bcc_pipeline.ml.backbones import Normalization
 from bcc_pipeline.ml.network import ClassifierNet, build_network
 from bcc_pipeline.storage import atomic_path
 
 CHECKPOINT_FORMAT = "bcc_pipeline.vit_checkpoint/1"
 INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+REQUIRED_KEYS = frozenset({"state_dict", "class_names", "image_size", "normalization", "backbone"})
+ZIP_MAGIC = b"PK\x03\x04"
+"""torch.save writes a ZIP archive."""
+MAX_POINTER_BYTES = 2**20
 
 
 class CheckpointError(ValueError):
@@ -73,15 +80,59 @@ def save_checkpoint(
 
 
 def read_checkpoint(path: Path | str) -> dict[str, Any]:
+    """The checkpoint's data, loaded as plain data only. `path` may also be a production pointer
+    (production_model's current.json), whose "checkpoint" is then read. Every way a file can be
+    wrong is a CheckpointError in words; torch's own messages are never passed on, as they
+    advise loading with weights_only=False, which would run any code a file carries."""
+    path = Path(path)
+    head = _head(path)
+    if head.lstrip().startswith(b"{"):
+        path = _pointer_target(path)
+        head = _head(path)
+    if not head:
+        raise CheckpointError(f"{path} is empty (0 bytes), not a checkpoint")
+    if not head.startswith(ZIP_MAGIC):
+        raise CheckpointError(f"{path} is not a checkpoint: it is {describe_content(head)}")
     try:
-        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # torch reports a foreign or corrupt file in many ways
-        raise CheckpointError(f"{path} is not a bcc_pipeline checkpoint ({err})") from err
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path} was not loaded: it holds objects other than tensors, numbers and strings, "
+            "which a bcc_pipeline checkpoint never does"
+        ) from None
+    except Exception as err:  # torch reports a damaged archive in many ways
+        raise CheckpointError(
+            f"{path} is a damaged or truncated checkpoint ({type(err).__name__})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    missing = sorted(REQUIRED_KEYS - payload.keys())
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete checkpoint: it lacks {missing}")
     return payload
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(SNIFF_BYTES)
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
+
+
+def _pointer_target(pointer: Path) -> Path:
+    """The model file a production pointer names; a relative name is relative to the pointer."""
+    try:
+        with pointer.open("rb") as handle:
+            target = json.loads(handle.read(MAX_POINTER_BYTES))["checkpoint"]
+    except (ValueError, TypeError, KeyError, OSError):
+        raise CheckpointError(
+            f"{pointer} is a JSON file but not a production pointer (production_model's "
+            'current.json, with a "checkpoint" entry); pass it, or a model.pt'
+        ) from None
+    if not isinstance(target, str):
+        raise CheckpointError(f'{pointer}: "checkpoint" must be a file path, not {target!r}')
+    return pointer.parent / target
 
 
 def load_classifier(path: Path | str) -> tuple[ClassifierNet, dict[str, Any]]:
@@ -96,7 +147,12 @@ def load_classifier(path: Path | str) -> tuple[ClassifierNet, dict[str, Any]]:
         payload["backbone"]["trainable_blocks"],
         Normalization(tuple(norm["mean"]), tuple(norm["std"])),
     )
-    net.load_state_dict(payload["state_dict"])
+    try:
+        net.load_state_dict(payload["state_dict"])
+    except RuntimeError:
+        raise CheckpointError(
+            f"{path}: its weights do not fit its backbone {payload['backbone']['name']!r}"
+        ) from None
     return net.eval(), payload
 
 

@@ -19,6 +19,7 @@ from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.backbones import NO_WEIGHTS
 from bcc_pipeline.ml.datamodule import MirroredView, SplitViews, split_views
 from bcc_pipeline.ml.network import ClassifierNet, inference_copy
+from bcc_pipeline.storage import work_dir
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
 """Caches larger than this stay memory-mapped files; smaller ones are read into RAM."""
@@ -134,10 +135,10 @@ def cached_feature_splits(
     if (store / COMPLETE).is_file():
         os.utime(store)  # used now: retention keeps the most recently used stores
         return _load_views(store, tensors, horizontal_flip), True
-    partial = store.with_name(f".{store.name}.{os.getpid()}.tmp")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with work_dir(store.parent) as scratch:  # locked while in use; a killed run's is cleaned
+        partial = scratch / store.name
+        partial.mkdir()
         frozen = inference_copy(net, device, dtype)
         for split in SPLITS:
             sources = split_views(tensors.images(split), split, horizontal_flip)
@@ -151,6 +152,4 @@ def cached_feature_splits(
         except OSError:  # another run finished the same key first: keep theirs
             if not (store / COMPLETE).is_file():
                 raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
     return _load_views(store, tensors, horizontal_flip), False

@@ -32,10 +32,14 @@ class PipelineRun(NamedTuple):
 
 
 def resources(
-    data_dir: Path, artifacts_root: Path, accelerator: str = "cpu", accuracy_floor: float = 0.8
+    data_dir: Path,
+    artifacts_root: Path,
+    accelerator: str = "cpu",
+    accuracy_floor: float = 0.8,
+    **dataset_options,
 ) -> dict:
     """Every resource the assets take, as a user would configure them."""
-    dataset = DatasetResource(data_dir=str(data_dir))
+    dataset = DatasetResource(data_dir=str(data_dir), **dataset_options)
     artifacts = ArtifactsResource(root=str(artifacts_root))
     device = AcceleratorResource(accelerator=accelerator)
     return {

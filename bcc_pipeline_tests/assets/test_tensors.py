@@ -1,12 +1,19 @@
 import json
+import shutil
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 import pytest
 
 from bcc_pipeline.data.split import SPLITS
-from bcc_pipeline_tests.assets.conftest import materialization
+from bcc_pipeline_tests.assets.conftest import (
+    materialization,
+    pipeline_assets,
+    resources,
+    tiny_run_config,
+)
 
 # The shared pipeline run trains a model.
 pytestmark = pytest.mark.slow
@@ -25,3 +32,35 @@ def test_tensors_asset_writes_memory_mappable_splits(pipeline_run):
     split = pd.read_parquet(materialization(result, "stratified_split")["artifact_path"])
     assert sum(meta["splits"][name]["count"] for name in SPLITS) == len(split)
     assert metadata["class_names"] == sorted(split["label"].unique())
+
+
+def test_an_image_overwritten_after_the_split_fails_the_tensors_with_a_message(
+    sample_root, tmp_path
+):
+    """The UI case: the folder changes, then only the downstream assets are re-materialized."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root, data)
+    instance = dg.DagsterInstance.ephemeral()
+    assets, ops = pipeline_assets()[:3], tiny_run_config().ops
+    upstream = dg.materialize(
+        assets,
+        selection=["raw_image_manifest", "stratified_split"],
+        resources=resources(data, tmp_path / "out"),
+        run_config=dg.RunConfig(ops={"stratified_split": ops["stratified_split"]}),
+        instance=instance,
+    )
+    table = pd.read_parquet(upstream.output_for_node("stratified_split"))
+    train = table[table["split"] == "train"].iloc[0]
+    test = table[(table["split"] == "test") & (table["label"] == train["label"])].iloc[0]
+    (data / test["path"]).write_bytes((data / train["path"]).read_bytes())
+    result = dg.materialize(
+        assets,
+        selection=["preprocessed_tensors"],
+        resources=resources(data, tmp_path / "out"),
+        run_config=dg.RunConfig(ops={"preprocessed_tensors": ops["preprocessed_tensors"]}),
+        instance=instance,
+        raise_on_error=False,
+    )
+    message = result.failure_data_for_node("preprocessed_tensors").error.message
+    assert "Failure: ImageChangedError: " in message
+    assert test["path"] in message and "re-materialize raw_image_manifest" in message

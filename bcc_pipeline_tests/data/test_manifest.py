@@ -1,9 +1,38 @@
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bcc_pipeline.data.manifest import DataFolderError, require_usable, scan_folder
+from bcc_pipeline.data.manifest import (
+    BAD_NAME,
+    OS_FILE_NAMES,
+    OUTSIDE_CLASS_FOLDERS,
+    DataFolderError,
+    folder_fingerprint,
+    require_usable,
+    scan_folder,
+)
 from bcc_pipeline.sample_data import CLASS_FOLDERS, KAGGLE_SUBDIR
+from bcc_pipeline.storage import write_parquet
+from bcc_pipeline_tests.data.test_images import FUZZ_SEEDS
+
+
+def _write_bytes_name(folder: Path, name: bytes, data: bytes | None) -> None:
+    """Create a file (or, with data None, a folder) whose name is raw bytes, as a zip made on
+    Windows leaves them; skip where the file system refuses such names (macOS)."""
+    path = os.path.join(os.fsencode(folder), name)
+    try:
+        if data is None:
+            os.mkdir(path)
+        else:
+            with open(path, "wb") as handle:
+                handle.write(data)
+    except OSError as err:
+        pytest.skip(f"this file system refuses non-UTF-8 names: {err}")
 
 
 def _all_files(root: Path) -> set[str]:
@@ -56,7 +85,98 @@ def test_image_outside_any_class_folder_is_rejected(sample_root, tmp_path):
     image = next((sample_root / KAGGLE_SUBDIR / "brain_glioma").glob("*.jpg"))
     (root / "loose.jpg").write_bytes(image.read_bytes())
     manifest = scan_folder(root)
-    assert manifest.iloc[0]["status"] == "no_class_folder"
+    assert manifest.iloc[0]["status"] == OUTSIDE_CLASS_FOLDERS
+
+
+def test_stray_images_beside_and_above_the_class_folders_do_not_become_classes(
+    sample_root, tmp_path
+):
+    root = tmp_path / "data"
+    shutil.copytree(sample_root, root)
+    image = next((root / KAGGLE_SUBDIR / "brain_glioma").glob("*.jpg")).read_bytes()
+    stray = {
+        KAGGLE_SUBDIR.parent / "cover.jpg": image,  # above: its folder would become a class
+        KAGGLE_SUBDIR / "beside.jpg": image,
+        Path("misc") / "holiday" / "photo.jpg": image,  # a folder of its own elsewhere
+    }
+    for path, data in stray.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    manifest = scan_folder(root).set_index("path")
+    assert sorted(manifest.loc[manifest["status"] == "ok", "label"].unique()) == list(CLASS_FOLDERS)
+    for path in stray:
+        assert manifest.loc[path.as_posix(), "status"] == OUTSIDE_CLASS_FOLDERS
+        assert "brain_glioma, brain_menin, brain_tumor" in manifest.loc[path.as_posix(), "error"]
+
+
+def test_named_class_folders_are_exactly_the_classes(sample_root):
+    manifest = scan_folder(sample_root, class_folders=["brain_glioma", "Brain_Cancer/brain_menin"])
+    by_status = manifest.groupby("status")["label"].agg(set).to_dict()
+    assert by_status["ok"] == {"brain_glioma", "brain_menin"}
+    assert (manifest["status"] == OUTSIDE_CLASS_FOLDERS).sum() == 30
+    with pytest.raises(DataFolderError, match="'brain_healthy'.*is not a folder holding files"):
+        scan_folder(sample_root, class_folders=["brain_healthy"])
+
+
+def test_a_class_folder_name_that_matches_two_folders_is_refused(sample_root, tmp_path):
+    root = tmp_path / "data"
+    for site in ("site_a", "site_b"):
+        shutil.copytree(sample_root / KAGGLE_SUBDIR, root / site)
+    with pytest.raises(DataFolderError, match="matches 2 folders"):
+        scan_folder(root, class_folders=["brain_glioma", "brain_menin"])
+    manifest = scan_folder(root, class_folders=["site_a/brain_glioma", "site_b/brain_menin"])
+    assert set(manifest.loc[manifest["status"] == "ok", "label"]) == {"brain_glioma", "brain_menin"}
+
+
+def test_a_non_utf8_name_is_a_bad_name_row_that_parquet_can_store(sample_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(sample_root, root)
+    glioma = root / KAGGLE_SUBDIR / "brain_glioma"
+    image = next(glioma.glob("*.jpg")).read_bytes()
+    _write_bytes_name(glioma, b"scan\xff.jpg", image)
+    _write_bytes_name(root / KAGGLE_SUBDIR, b"caf\xe9", None)
+    _write_bytes_name(root / KAGGLE_SUBDIR / "caf\udce9", b"ok.jpg", image)
+    manifest = scan_folder(root)
+    write_parquet(tmp_path / "manifest.parquet", manifest)  # raised UnicodeEncodeError before
+    bad = manifest[manifest["status"] == BAD_NAME].set_index("path")
+    prefix = KAGGLE_SUBDIR.as_posix()
+    assert sorted(bad.index) == [
+        f"{prefix}/brain_glioma/scan\\xff.jpg",
+        f"{prefix}/caf\\xe9/ok.jpg",
+    ]
+    assert bad["error"].str.contains("not valid UTF-8").all()
+    assert (manifest["status"] == "ok").sum() == 90
+
+
+def test_a_large_file_is_too_large_and_not_read(sample_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(sample_root, root)
+    big = root / KAGGLE_SUBDIR / "brain_glioma" / "scan.tif"
+    with big.open("wb") as handle:
+        handle.write(b"II*\x00")
+        handle.truncate(2**30)  # sparse: reading it whole would cost 1 GiB
+    manifest = scan_folder(root, max_file_bytes=2**20).set_index("path")
+    row = manifest.loc[big.relative_to(root).as_posix()]
+    assert (row["status"], row["bytes"], row["sha256"]) == ("too_large", 2**30, "")
+    assert row["error"] == "1,073,741,824 bytes, above the limit of 1,048,576 bytes per file"
+
+
+def test_a_folder_that_cannot_be_listed_is_a_row_not_a_silent_gap(sample_root, monkeypatch):
+    # Simulated: file modes do not stop root, whom the tests may run as.
+    locked = sample_root / KAGGLE_SUBDIR / "brain_menin"
+    scandir = os.scandir
+
+    def refuse_locked(path="."):
+        if Path(os.fsdecode(path)) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    manifest = scan_folder(sample_root).set_index("path")
+    row = manifest.loc[f"{KAGGLE_SUBDIR.as_posix()}/brain_menin/"]
+    assert row["status"] == "unreadable"
+    assert row["error"].startswith("cannot list this folder (Permission denied)")
+    assert len(manifest) == 61 and manifest.index.is_monotonic_increasing
 
 
 def test_missing_folder_says_how_to_get_data(tmp_path):
@@ -83,3 +203,43 @@ def test_single_class_is_a_clear_error(sample_root, tmp_path):
     (only / image.name).write_bytes(image.read_bytes())
     with pytest.raises(DataFolderError, match="only one class"):
         require_usable(scan_folder(tmp_path / "only"), tmp_path / "only")
+
+
+FILE_NAME_BYTES = st.binary(min_size=1, max_size=60).filter(
+    lambda name: b"/" not in name and b"\0" not in name and name not in (b".", b"..")
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(names=st.lists(FILE_NAME_BYTES, min_size=1, max_size=6, unique=True))
+def test_any_file_names_give_one_storable_row_each(names):
+    image = FUZZ_SEEDS["png"]
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "glioma").mkdir()
+        for name in names:
+            _write_bytes_name(root / "glioma", name, image)
+        manifest = scan_folder(root)
+        write_parquet(root.parent / f"{root.name}.parquet", manifest)
+        (root.parent / f"{root.name}.parquet").unlink()
+        assert len(manifest) == len(names) and manifest["path"].is_unique
+        for row in manifest.itertuples():
+            if row.status == BAD_NAME:
+                continue
+            name = row.path.removeprefix("glioma/")
+            is_os_file = name.lower() in OS_FILE_NAMES or name.startswith("._")
+            assert row.status == ("os_file" if is_os_file else "ok")
+            assert row.label == "glioma" or row.status == "os_file"
+            assert (root / row.path).read_bytes() == image, "the path names the very file"
+        assert folder_fingerprint(root)
+
+
+@settings(max_examples=60, deadline=None)
+@given(content=st.binary(max_size=300) | st.sampled_from(list(FUZZ_SEEDS.values())))
+def test_any_file_content_gives_a_status(content):
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "glioma").mkdir()
+        (Path(folder) / "glioma" / "scan.jpg").write_bytes(content)
+        (row,) = scan_folder(folder).itertuples()
+    assert row.status in {"ok", "empty", "not_an_image", "unreadable", "too_large"}
+    assert (row.error == "") == (row.status == "ok")

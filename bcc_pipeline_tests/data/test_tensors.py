@@ -1,4 +1,6 @@
+import hashlib
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -66,3 +68,24 @@ def test_file_changed_since_the_scan_is_a_clear_error(messy_root, tmp_path):
     with pytest.raises(ImageChangedError, match="re-materialize raw_image_manifest"):
         write_tensor_splits(table, root, tmp_path, 32, split_fingerprint(table))
     assert not list(tmp_path.glob("*.npy")), "no half-written arrays are left behind"
+
+
+def test_test_image_overwritten_with_a_training_image_is_caught(sample_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(sample_root, root)
+    table = stratified_group_split(scan_folder(root), FRACTIONS, seed=0).table
+    train = table[table["split"] == "train"].iloc[0]
+    test = table[(table["split"] == "test") & (table["label"] == train["label"])].iloc[0]
+    (root / test["path"]).write_bytes((root / train["path"]).read_bytes())  # still a valid JPEG
+    with pytest.raises(ImageChangedError) as changed:
+        write_tensor_splits(table, root, tmp_path / "out", 32, split_fingerprint(table))
+    assert test["path"] in str(changed.value)
+    assert "re-materialize raw_image_manifest" in str(changed.value)
+
+
+def test_digests_are_each_rows_file_sha256_in_row_order(sample_tensors, sample_root):
+    for split in SPLITS:
+        digests = sample_tensors.digests(split)
+        assert len(digests) == len(sample_tensors.labels(split))
+        files = [sample_root / path for path in sample_tensors.paths(split)]
+        assert digests == [hashlib.sha256(file.read_bytes()).hexdigest() for file in files]

@@ -1,9 +1,8 @@
-import numpy as np
+import json
+
 import pytest
 import torch
-from PIL import Image
 
-from bcc_pipeline.data.images import model_input
 from bcc_pipeline.ml.backbones import Normalization
 from bcc_pipeline.ml.checkpoint import (
     CheckpointError,
@@ -13,7 +12,6 @@ from bcc_pipeline.ml.checkpoint import (
     stored_temperature,
 )
 from bcc_pipeline.ml.network import build_network
-from bcc_pipeline.ml.predict import predict_files
 from bcc_pipeline_tests.conftest import CLASSES, save_tiny_checkpoint
 
 UNUSUAL = Normalization(mean=(0.1, 0.5, 0.9), std=(0.5, 0.1, 0.3))
@@ -72,28 +70,58 @@ def test_foreign_file_is_refused_clearly(tmp_path):
         read_checkpoint(garbage)
 
 
-def test_predict_normalises_with_the_stored_statistics(checkpoint, tmp_path):
-    path, net = checkpoint
-    scan = tmp_path / "scan.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 80), np.uint8)).save(scan)
-    pixels = torch.from_numpy(model_input(scan.read_bytes(), 32))[None].float() / 255
-    mean = torch.tensor(UNUSUAL.mean).view(1, 3, 1, 1)
-    std = torch.tensor(UNUSUAL.std).view(1, 3, 1, 1)
-    with torch.no_grad():
-        expected = torch.softmax(net.head(net.backbone((pixels - mean) / std)), dim=1)[0]
-    (result,) = predict_files(path, [scan])
-    probabilities = torch.tensor([result["probabilities"][name] for name in CLASSES])
-    torch.testing.assert_close(probabilities, expected, atol=1e-5, rtol=1e-4)
+class Payload:
+    """Not plain data: loading it with weights_only=False would run this class's code."""
 
 
-def test_predict_reports_bad_files_and_goes_on(checkpoint, tmp_path):
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "is empty (0 bytes), not a checkpoint"),
+        (b"not a checkpoint\n", "is not a checkpoint: it is text starting 'not a checkpoint'"),
+        (b"<html>Sign in</html>", "is not a checkpoint: it is text starting '<html>"),
+        (b'{"run_id": "abc"}', "not a production pointer (production_model's current.json, with"),
+        (b"PK\x03\x04" + bytes(40), "is a damaged or truncated checkpoint"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, content, says):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as error:
+        read_checkpoint(path)
+    assert says in str(error.value)
+    assert "(101)" not in str(error.value) and "weights_only" not in str(error.value)
+
+
+def test_a_checkpoint_with_code_in_it_is_refused_without_advising_unsafe_loading(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"format": "bcc_pipeline.vit_checkpoint/1", "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match="holds objects other than tensors") as error:
+        read_checkpoint(path)
+    assert "weights_only" not in str(error.value) and "trust" not in str(error.value)
+
+
+def test_missing_checkpoint_and_folder_are_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*No such file"):
+        read_checkpoint(tmp_path / "none.pt")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*Is a directory"):
+        read_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_the_production_pointer_reads_the_checkpoint_it_names(checkpoint, tmp_path, relative):
     path, _ = checkpoint
-    good = tmp_path / "scan.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 80), np.uint8)).save(good)
-    bad = tmp_path / "broken.jpg"
-    bad.write_text("<html>")
-    results = list(predict_files(path, [good, bad, tmp_path / "missing.jpg"]))
-    assert [r["path"] for r in results] == [str(good), str(bad), str(tmp_path / "missing.jpg")]
-    assert results[0]["prediction"] in CLASSES
-    assert sum(results[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert "error" in results[1] and "error" in results[2]
+    pointer = tmp_path / "production_model" / "current.json"
+    pointer.parent.mkdir()
+    target = f"../{path.name}" if relative else str(path)
+    pointer.write_text(json.dumps({"checkpoint": target, "run_id": "abc", "accuracy": 0.9}))
+    assert read_checkpoint(pointer)["class_names"] == CLASSES
+    reloaded, payload = load_classifier(pointer)
+    assert payload["split_fingerprint"] == "abc"
+
+
+def test_a_pointer_to_a_missing_model_says_which_file_is_missing(tmp_path):
+    pointer = tmp_path / "current.json"
+    pointer.write_text(json.dumps({"checkpoint": str(tmp_path / "gone" / "model.pt")}))
+    with pytest.raises(CheckpointError, match="gone/model.pt: No such file"):
+        read_checkpoint(pointer)
