@@ -37,32 +37,34 @@ class Explanations:
     """One PNG per explained image."""
 
 
-def explanation_method(net: ClassifierNet) -> str:
-    """The name of the method explanation_maps uses for this network."""
-    if isinstance(net.backbone, VisionTransformer):
-        return "attention rollout"
-    _last_block(net.backbone)
-    return "Grad-CAM"
+class Explainer:
+    """Explanation maps of one network: attention rollout for a ViT backbone (class-agnostic),
+    Grad-CAM of the predicted class for a CNN, computed by one float32 copy of it on `device`
+    (gradients and hooks never touch the caller's model). A backbone with neither is an
+    ExplanationUnavailableError here, before any image."""
 
+    def __init__(self, net: ClassifierNet, device: torch.device) -> None:
+        if isinstance(net.backbone, VisionTransformer):
+            self.method, self._explain = "attention rollout", _attention_rollout
+        else:
+            _last_block(net.backbone)
+            self.method, self._explain = "Grad-CAM", _grad_cam
+        self._net = inference_copy(net, device, torch.float32)
+        self._device = device
 
-def explanation_maps(
-    net: ClassifierNet,
-    images: np.ndarray | MappedArray,
-    device: torch.device,
-    batch_size: int = 16,
-) -> np.ndarray:
-    """float32 (N, H, W) maps in [0, 1] for uint8 NCHW images, from a float32 copy of `net` on
-    `device`. Grad-CAM explains the predicted class; attention rollout is class-agnostic."""
-    explain = _attention_rollout if isinstance(net.backbone, VisionTransformer) else _grad_cam
-    net = inference_copy(net, device, torch.float32)
-    maps = []
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.array(images[start : start + batch_size])).to(device)
-        coarse = explain(net, batch)
-        fine = F.interpolate(coarse, size=batch.shape[-2:], mode="bilinear", align_corners=False)
-        maps.append(_unit_range(fine[:, 0]).cpu().numpy())
-    height, width = images.shape[-2:]
-    return np.concatenate(maps) if maps else np.empty((0, height, width), np.float32)
+    def maps(self, images: np.ndarray | MappedArray, batch_size: int = 16) -> np.ndarray:
+        """float32 (N, H, W) maps in [0, 1] for uint8 NCHW images."""
+        maps = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+            batch = batch.to(self._device)
+            coarse = self._explain(self._net, batch)
+            fine = F.interpolate(
+                coarse, size=batch.shape[-2:], mode="bilinear", align_corners=False
+            )
+            maps.append(_unit_range(fine[:, 0]).cpu().numpy())
+        height, width = images.shape[-2:]
+        return np.concatenate(maps) if maps else np.empty((0, height, width), np.float32)
 
 
 def _unit_range(maps: torch.Tensor) -> torch.Tensor:
@@ -123,14 +125,10 @@ def _last_block(backbone: nn.Module) -> nn.Module:
 
 
 def write_explanations(
-    net: ClassifierNet,
-    images: np.ndarray,
-    captions: Sequence[str],
-    files: Sequence[Path],
-    device: torch.device,
+    explainer: Explainer, images: np.ndarray, captions: Sequence[str], files: Sequence[Path]
 ) -> np.ndarray:
     """One overlay PNG per image, titled with its caption, at `files`; returns the maps."""
-    maps = explanation_maps(net, images, device)
+    maps = explainer.maps(images)
     for image, heat, caption, file in zip(images, maps, captions, files, strict=True):
         explanation_plot(image[None], heat[None], [caption], file)
     return maps
@@ -149,7 +147,7 @@ def explain_examples(
     """Maps of a seeded sample of each class and of the misclassified images (see
     examples_to_explain) as folder/explanations/*.png, and all of them in one grid,
     folder/explanation_grid.png."""
-    method = explanation_method(net)
+    explainer = Explainer(net, device)
     confidence, predictions = probabilities.max(dim=1)
     chosen = examples_to_explain(
         labels, predictions.numpy(), EXPLAINED_PER_CLASS, MAX_MISCLASSIFIED_EXPLAINED, SEED
@@ -165,9 +163,9 @@ def explain_examples(
     ]
     selected = np.stack([images[i] for i in chosen])
     files = [folder / "explanations" / map_file_name(i, paths[i]) for i in chosen]
-    maps = write_explanations(net, selected, captions, files, device)
+    maps = write_explanations(explainer, selected, captions, files)
     grid = explanation_plot(selected, maps, captions, folder / "explanation_grid.png")
-    return Explanations(method, grid, files)
+    return Explanations(explainer.method, grid, files)
 
 
 def examples_to_explain(

@@ -61,6 +61,10 @@ def test_report_says_what_it_is_about(pipeline_run, sample_root):
     assert provenance["split_fingerprint"] == split["split_fingerprint"]
     markdown = (report_path.parent / "report.md").read_text()
     assert str(sample_root.resolve()) in markdown and split["split_fingerprint"] in markdown
+    # The sample is the generator's: its images carry the mark, the manifest records it.
+    assert provenance["synthetic"] is True
+    assert materialization(result, "test_metrics_report")["synthetic"] is True
+    assert "**SYNTHETIC**" in markdown
 
 
 def test_explanation_maps_and_model_card_sit_beside_the_report(pipeline_run):

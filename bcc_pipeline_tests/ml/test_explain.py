@@ -6,11 +6,10 @@ from torch import nn
 
 from bcc_pipeline.ml.backbones import Normalization
 from bcc_pipeline.ml.explain import (
+    Explainer,
     ExplanationUnavailableError,
     _attention_rollout,
     examples_to_explain,
-    explanation_maps,
-    explanation_method,
     map_file_name,
 )
 from bcc_pipeline.ml.network import ClassifierNet
@@ -71,8 +70,9 @@ def test_attention_rollout_maps_have_the_image_size_and_follow_the_lesion(seed):
     peaks on it; a rollout that lost the token order or the class-token row would not."""
     net = tiny_net(image_size=SIZE, seed=seed)
     images = np.stack([_lesion_image("left"), _lesion_image("right")])
-    maps = explanation_maps(net, images, CPU)
-    assert explanation_method(net) == "attention rollout"
+    explainer = Explainer(net, CPU)
+    maps = explainer.maps(images)
+    assert explainer.method == "attention rollout"
     assert maps.shape == (2, SIZE, SIZE) and maps.dtype == np.float32
     assert maps.min() == 0.0 and maps.max() == pytest.approx(1.0)
     assert [_lesion_half(heat) for heat in maps] == ["left", "right"]
@@ -111,8 +111,9 @@ def test_grad_cam_of_a_lesion_detector_is_the_lesion():
     the dark background counts against it and is cut to zero, like the featureless brain."""
     net = _lesion_detector()
     images = np.stack([_lesion_image("left", brain=True), _lesion_image("right", brain=True)])
-    maps = explanation_maps(net, images, CPU)
-    assert explanation_method(net) == "Grad-CAM"
+    explainer = Explainer(net, CPU)
+    maps = explainer.maps(images)
+    assert explainer.method == "Grad-CAM"
     assert maps.shape == (2, SIZE, SIZE)
     for heat, image in zip(maps, images, strict=True):
         lesion = image[0] > 200
@@ -126,7 +127,7 @@ def test_a_backbone_without_known_blocks_is_said_to_have_no_map():
         nn.Sequential(nn.Flatten(), nn.Linear(12, 4)), nn.Linear(4, 2), 0, Normalization()
     )
     with pytest.raises(ExplanationUnavailableError, match="no explanation map for Sequential"):
-        explanation_method(net)
+        Explainer(net, CPU)
 
 
 def test_examples_are_a_seeded_sample_per_class_plus_the_misclassified_up_to_a_cap():
