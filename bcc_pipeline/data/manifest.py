@@ -7,7 +7,7 @@ import hashlib
 import os
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -20,6 +20,7 @@ from bcc_pipeline.data.images import (
     perceptual_hash,
     read_image_file,
 )
+from bcc_pipeline.data.parallel import parallel_map
 from bcc_pipeline.sample_data import is_synthetic
 
 MANIFEST_COLUMNS = [
@@ -195,9 +196,9 @@ def scan_folder(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     class_folders: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Manifest of data_dir, one row per regular file, sorted by path. Decoding runs on threads:
-    Pillow and hashlib release the GIL, so this scales over cores without process start-up.
-    sha256 is empty for files rejected from their name, size or first bytes: they are not read."""
+    """Manifest of data_dir, one row per regular file, sorted by path; files are read on every
+    core (see parallel_map). sha256 is empty for files rejected from their name, size or first
+    bytes: they are not read."""
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
         raise DataFolderError(
@@ -213,8 +214,9 @@ def scan_folder(
         )
     if not files and not unlistable:
         raise DataFolderError(f"data_dir {printable(str(data_dir))!r} is empty: no files to read")
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        rows = list(pool.map(lambda p: inspect_file(p, data_dir, max_file_bytes), files))
+    rows = parallel_map(
+        partial(inspect_file, data_dir=data_dir, max_file_bytes=max_file_bytes), files, workers
+    )
     images = [path for path, row in zip(files, rows, strict=True) if row["status"] == "ok"]
     classes = find_class_folders(data_dir, files, images, class_folders)
     rows = [_label(row, path, classes) for path, row in zip(files, rows, strict=True)]

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pandas as pd
 
 from bcc_pipeline.data.images import ImageRejected, model_input, read_image_file
 from bcc_pipeline.data.manifest import printable
+from bcc_pipeline.data.parallel import parallel_map
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.storage import atomic_path, write_json
 
@@ -50,6 +50,15 @@ def _verified_input(path: Path, sha256: str, size: int, image_size: int) -> np.n
     )
 
 
+def _decode_into(
+    task: tuple[int, str, str, int], images_file: Path, data_dir: Path, image_size: int
+) -> None:
+    """Decode one file (checked against its digest) into its row of the images file."""
+    index, path, digest, size = task
+    images = np.load(images_file, mmap_mode="r+")  # pages are shared: no flush needed
+    images[index] = _verified_input(data_dir / path, digest, int(size), image_size)
+
+
 def write_tensor_splits(
     split_table: pd.DataFrame,
     data_dir: Path | str,
@@ -71,30 +80,24 @@ def write_tensor_splits(
         "split_fingerprint": split_fingerprint,
         "splits": {},
     }
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        for split in SPLITS:
-            rows = split_table[split_table["split"] == split].sort_values("path")
-            paths, digests = rows["path"].tolist(), rows["sha256"].tolist()
-            labels = np.array([class_index[name] for name in rows["label"]], dtype=np.int64)
-            with atomic_path(_images_file(out_dir, split)) as tmp:
-                images = np.lib.format.open_memmap(
-                    tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, image_size, image_size)
-                )
-                decoded = pool.map(
-                    lambda path, digest, size: _verified_input(
-                        data_dir / path, digest, int(size), image_size
-                    ),
-                    paths,
-                    digests,
-                    rows["bytes"],
-                )
-                for index, pixels in enumerate(decoded):
-                    images[index] = pixels
-                images.flush()
-                del images
-            with atomic_path(_labels_file(out_dir, split)) as tmp, tmp.open("wb") as handle:
-                np.save(handle, labels)
-            meta["splits"][split] = {"count": len(paths), "paths": paths, "sha256": digests}
+    for split in SPLITS:
+        rows = split_table[split_table["split"] == split].sort_values("path")
+        paths, digests = rows["path"].tolist(), rows["sha256"].tolist()
+        labels = np.array([class_index[name] for name in rows["label"]], dtype=np.int64)
+        with atomic_path(_images_file(out_dir, split)) as tmp:
+            images = np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, image_size, image_size)
+            )
+            del images  # allocated on disk; the workers write their rows into the file
+            tasks = list(zip(range(len(paths)), paths, digests, rows["bytes"], strict=True))
+            parallel_map(
+                partial(_decode_into, images_file=tmp, data_dir=data_dir, image_size=image_size),
+                tasks,
+                workers,
+            )
+        with atomic_path(_labels_file(out_dir, split)) as tmp, tmp.open("wb") as handle:
+            np.save(handle, labels)
+        meta["splits"][split] = {"count": len(paths), "paths": paths, "sha256": digests}
     write_json(out_dir / META_FILE, meta)
     return meta
 
