@@ -99,6 +99,10 @@ def _demo(args: argparse.Namespace) -> int:
         f"report.json: {report_path}\n"
         f"checkpoint: {result.output_for_node('vit_checkpoint')}"
     )
+    training = result.asset_materializations_for_node("vit_checkpoint")[0].metadata
+    if "mlflow_tracking_uri" in training:
+        uri = training["mlflow_tracking_uri"].value
+        print(f"runs in MLflow: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
     return 0
 
 

@@ -12,6 +12,7 @@ from bcc_pipeline.resources import (
     DatasetResource,
     LaunchChecksResource,
     QualityGatesResource,
+    TrackingResource,
 )
 from bcc_pipeline.schedules import retraining_schedule
 from bcc_pipeline.sensors import new_data_sensor
@@ -20,6 +21,7 @@ from bcc_pipeline.sensors import new_data_sensor
 dataset = DatasetResource.configure_at_launch()
 artifacts = ArtifactsResource.configure_at_launch()
 accelerator = AcceleratorResource.configure_at_launch()
+quality = QualityGatesResource.configure_at_launch()
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([manifest, split, tensors, training, report, promotion]),
@@ -32,9 +34,10 @@ defs = dg.Definitions(
         "dataset": dataset,
         "artifacts": artifacts,
         "accelerator": accelerator,
-        "quality": QualityGatesResource(),
+        "quality": quality,
+        "tracking": TrackingResource.configure_at_launch(artifacts=artifacts),
         "launch_checks": LaunchChecksResource(
-            dataset=dataset, artifacts=artifacts, accelerator=accelerator
+            dataset=dataset, artifacts=artifacts, accelerator=accelerator, quality=quality
         ),
     },
 )

@@ -13,8 +13,12 @@ from typing import Any, TypeVar
 import pydantic
 
 from bcc_pipeline.errors import ConfigError
-from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, DatasetResource
-from bcc_pipeline.storage import UnwritableDirError, check_writable_dir
+from bcc_pipeline.resources import (
+    AcceleratorResource,
+    ArtifactsResource,
+    DatasetResource,
+    QualityGatesResource,
+)
 
 MANIFEST, SPLIT, TENSORS, TRAINING = (
     "raw_image_manifest",
@@ -37,19 +41,23 @@ class _Problems:
         self.lines: list[str] = []
         self.settings: set[str] = set()
 
+    def add(self, path: str, err: ConfigError, image_size_path: str | None = None) -> None:
+        """Record `err` at `path`.<its setting>. An image_size complaint belongs to the
+        tensors' config, where image_size is set."""
+        if err.setting == "image_size" and image_size_path:
+            where = image_size_path
+        else:
+            where = f"{path}.{err.setting}" if err.setting else path
+        self.settings.add(err.setting or "")
+        self.lines.append(f"{where}: {err}")
+
     @contextmanager
     def at(self, path: str, image_size_path: str | None = None) -> Iterator[None]:
-        """Record a ConfigError (at `path`.<its setting>) or a pydantic error (at `path`.<field>).
-        An image_size complaint belongs to the tensors' config, where image_size is set."""
+        """Record a ConfigError or a pydantic error (at `path`.<field>) raised in the block."""
         try:
             yield
         except ConfigError as err:
-            if err.setting == "image_size" and image_size_path:
-                where = image_size_path
-            else:
-                where = f"{path}.{err.setting}" if err.setting else path
-            self.settings.add(err.setting or "")
-            self.lines.append(f"{where}: {err}")
+            self.add(path, err, image_size_path)
         except pydantic.ValidationError as err:
             for error in err.errors():
                 field = ".".join(str(part) for part in error["loc"])
@@ -78,6 +86,7 @@ def launch_problems(
     dataset: DatasetResource,
     artifacts: ArtifactsResource,
     accelerator: AcceleratorResource,
+    quality: QualityGatesResource,
 ) -> list[str]:
     """One line per problem, `<run-config path>: <what is wrong and how to fix it>`; empty when
     the run can start. `selected` holds the step keys the run executes (asset names for
@@ -93,8 +102,9 @@ def launch_problems(
 
     problems = _Problems()
     ops = run_config.get("ops") or {}
-    with problems.at("resources.artifacts.config"):
-        check_artifacts_root(artifacts)
+    for name, resource in (("artifacts", artifacts), ("dataset", dataset), ("quality", quality)):
+        for err in resource.problems():
+            problems.add(f"resources.{name}.config", err)
     if runs(MANIFEST):
         with problems.at("resources.dataset.config"):
             check_data_dir(dataset)
@@ -133,21 +143,14 @@ def raise_for_problems(
     dataset: DatasetResource,
     artifacts: ArtifactsResource,
     accelerator: AcceleratorResource,
+    quality: QualityGatesResource,
 ) -> None:
-    lines = launch_problems(run_config, selected, dataset, artifacts, accelerator)
+    lines = launch_problems(run_config, selected, dataset, artifacts, accelerator, quality)
     if lines:
         count = "1 problem" if len(lines) == 1 else f"{len(lines)} problems"
         raise LaunchCheckError(
             f"the run config has {count}; nothing was run:\n" + "\n".join(f"- {x}" for x in lines)
         )
-
-
-def check_artifacts_root(artifacts: ArtifactsResource) -> None:
-    """The root exists or can be made, and this process may write there."""
-    try:
-        check_writable_dir(artifacts.path)
-    except UnwritableDirError as err:
-        raise ConfigError(f"{err}; choose a folder you can write", setting="root") from err
 
 
 def check_data_dir(dataset: DatasetResource) -> None:

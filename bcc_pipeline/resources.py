@@ -1,26 +1,34 @@
 """Swappable resources: where the images are, where artifacts go, which device trains, the
-quality thresholds, and the check of a run's whole config when it starts.
+quality thresholds, experiment tracking, and the check of a run's whole config when it starts.
 
-Environment defaults (BCC_DATA_DIR, BCC_ARTIFACTS_DIR) are read when a run uses the resource,
-never at import: dg.EnvVar has no fallback value, and these settings need one."""
+Environment defaults (BCC_DATA_DIR, BCC_ARTIFACTS_DIR, MLFLOW_TRACKING_URI) are read when a run
+uses the resource, never at import: dg.EnvVar has no fallback value, and these settings need one."""
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from bcc_pipeline.data.images import DEFAULT_MAX_FILE_BYTES
-from bcc_pipeline.storage import check_writable_dir
+from bcc_pipeline.errors import ConfigError
+from bcc_pipeline.storage import UnwritableDirError, check_writable_dir
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from bcc_pipeline.data.tensors import TensorSplits
     from bcc_pipeline.ml.devices import TrainerDevice
+    from bcc_pipeline.ml.settings import TrainingSettings
+    from bcc_pipeline.tracking import TrackedRun, TrackingStore
 
 DEFAULT_DATA_DIR = "data/brain_cancer"
 DEFAULT_ARTIFACTS_DIR = "artifacts"
 PROTECTED_ASSETS = frozenset({"production_model"})
 """Assets whose run folders retention never deletes."""
+DEFAULT_TRACKING_DB = "mlflow/mlflow.db"
 
 
 class DatasetResource(dg.ConfigurableResource):
@@ -35,7 +43,6 @@ class DatasetResource(dg.ConfigurableResource):
     )
     max_file_bytes: int = Field(
         default=DEFAULT_MAX_FILE_BYTES,
-        gt=0,
         description=(
             "Files larger than this are rejected (status too_large) without being read: a "
             "512x512 JPEG slice is about 50 KB. Default 64 MiB."
@@ -56,6 +63,9 @@ class DatasetResource(dg.ConfigurableResource):
         chosen = self.data_dir or os.environ.get("BCC_DATA_DIR") or DEFAULT_DATA_DIR
         return Path(chosen).expanduser()
 
+    def problems(self) -> list[ConfigError]:
+        return _below("max_file_bytes", self.max_file_bytes, 1)
+
 
 class ArtifactsResource(dg.ConfigurableResource):
     """Root of everything the pipeline writes; each run writes under its own run id."""
@@ -69,7 +79,6 @@ class ArtifactsResource(dg.ConfigurableResource):
     )
     keep_runs: int = Field(
         default=20,
-        ge=0,
         description=(
             "Run folders kept per asset (and frozen-feature stores kept): older ones are "
             "deleted when a new one is made. 0 keeps everything. The production model's "
@@ -78,7 +87,6 @@ class ArtifactsResource(dg.ConfigurableResource):
     )
     stale_temp_hours: float = Field(
         default=24.0,
-        ge=0,
         description=(
             "raw_image_manifest removes temp files (.<name>.*.tmp) and .work-* folders of killed "
             "runs under root that have not changed for this many hours, unless a live writer "
@@ -90,6 +98,15 @@ class ArtifactsResource(dg.ConfigurableResource):
     def path(self) -> Path:
         chosen = self.root or os.environ.get("BCC_ARTIFACTS_DIR") or DEFAULT_ARTIFACTS_DIR
         return Path(chosen).expanduser().resolve()
+
+    def problems(self) -> list[ConfigError]:
+        found = _below("keep_runs", self.keep_runs, 0)
+        found += _below("stale_temp_hours", self.stale_temp_hours, 0)
+        try:
+            check_writable_dir(self.path)
+        except UnwritableDirError as err:
+            found.append(ConfigError(f"{err}; choose a folder you can write", setting="root"))
+        return found
 
     def run_dir(self, asset_name: str, run_id: str) -> Path:
         """`root/<asset>/<run_id>/`, created; two runs never share one. A root that cannot be
@@ -160,24 +177,18 @@ class QualityGatesResource(dg.ConfigurableResource):
     """Thresholds the asset checks and the promotion gate apply."""
 
     min_images_per_class: int = Field(
-        default=20, ge=1, description="Fewest usable images a class may have."
+        default=20, description="Fewest usable images a class may have."
     )
     max_rejected_fraction: float = Field(
         default=0.05,
-        ge=0,
-        le=1,
         description="Largest share of files the manifest may reject (warns).",
     )
     split_tolerance: float = Field(
         default=0.05,
-        ge=0,
-        le=1,
         description="Largest gap between a class's split share and the configured fraction.",
     )
     accuracy_floor: float = Field(
         default=0.8,
-        ge=0,
-        le=1,
         description="Lowest test accuracy a retrained model may have and still be promoted.",
     )
     non_inferiority_margin: float = Field(
@@ -197,6 +208,162 @@ class QualityGatesResource(dg.ConfigurableResource):
         ),
     )
 
+    def problems(self) -> list[ConfigError]:
+        found = _below("min_images_per_class", self.min_images_per_class, 1)
+        for name in ("max_rejected_fraction", "split_tolerance", "accuracy_floor"):
+            found += _outside(name, getattr(self, name), 0, 1)
+        found += _outside("non_inferiority_margin", self.non_inferiority_margin, 0, 1)
+        found += _outside("significance_level", self.significance_level, 0, 1)
+        return found
+
+
+def _below(setting: str, value: float, least: float) -> list[ConfigError]:
+    if value >= least:
+        return []
+    return [ConfigError(f"{setting} must be at least {least}; got {value}", setting=setting)]
+
+
+def _outside(setting: str, value: float, low: float, high: float) -> list[ConfigError]:
+    """Fractions and probabilities: a value like 80 for 80% is the usual slip."""
+    if low <= value <= high:
+        return []
+    return [
+        ConfigError(f"{setting} is a fraction from {low} to {high}; got {value}", setting=setting)
+    ]
+
+
+class TrackingResource(dg.ConfigurableResource):
+    """MLflow experiment tracking and model registry: each training run is one MLflow run
+    (params, per-epoch and test metrics, report files, checkpoint), tagged with the Dagster run
+    id, and each promoted model a version of the registered model `bcc_pipeline` with the alias
+    `production`. Every method returns the metadata that links the asset to MLflow (none when
+    tracking is off)."""
+
+    artifacts: ArtifactsResource
+    enabled: bool = Field(
+        default=True,
+        description="Log runs to MLflow and register promoted models; false turns both off.",
+    )
+    tracking_uri: str | None = Field(
+        default=None,
+        description=(
+            "MLflow tracking URI: a server (http://host:5000), sqlite:///path/to/mlflow.db, ... "
+            "Unset: $MLFLOW_TRACKING_URI, else a local SQLite store (no server) at "
+            f"<artifacts root>/{DEFAULT_TRACKING_DB}, with its files in an artifacts/ folder "
+            "beside it."
+        ),
+    )
+    experiment_name: str = Field(
+        default="bcc_pipeline", description="MLflow experiment that holds the runs."
+    )
+    _store: "TrackingStore | None" = PrivateAttr(default=None)
+
+    @property
+    def uri(self) -> str:
+        chosen = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        return chosen or f"sqlite:///{self.artifacts.path / DEFAULT_TRACKING_DB}"
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Connect when the run starts, so that a tracking store that cannot be used stops the
+        run before training rather than after it."""
+        run = context.dagster_run
+        if self.enabled and run is not None and not run.is_finished:
+            self._run_store()
+
+    def log_training(
+        self,
+        run: dg.DagsterRun,
+        settings: "TrainingSettings",
+        device: "TrainerDevice",
+        tensors: "TensorSplits",
+        history: "pd.DataFrame",
+        summary: dict[str, float],
+        checkpoint: Path,
+        files: Sequence[Path],
+    ) -> dict[str, dg.MetadataValue]:
+        """Params (training config, device, split, data), per-epoch metrics, summary, files."""
+        if not self.enabled:
+            return {}
+        from dataclasses import asdict
+
+        from bcc_pipeline.tracking import flat_params
+
+        counts = {f"n_{name}": split["count"] for name, split in tensors.meta["splits"].items()}
+        groups = {
+            "training": settings.model_dump(),
+            "accelerator": {**asdict(device), "world_size": device.world_size},
+            "data": {
+                "image_size": tensors.image_size,
+                "split_fingerprint": tensors.fingerprint,
+                "class_names": tensors.class_names,
+                **counts,
+            },
+        }
+        split = _split_settings(run)
+        if split is not None:
+            groups["split"] = split
+        tracked = self._run_store().run_for(run.run_id)
+        tracked.log_training(flat_params(groups), history, summary, checkpoint, files)
+        return _links(tracked)
+
+    def log_evaluation(
+        self, run: dg.DagsterRun, report: dict, folder: Path
+    ) -> dict[str, dg.MetadataValue]:
+        """Test metrics, and every file of the report folder."""
+        if not self.enabled:
+            return {}
+        tracked = self._run_store().run_for(run.run_id)
+        tracked.log_evaluation(report, folder)
+        return _links(tracked)
+
+    def register_promoted_model(
+        self, run: dg.DagsterRun, checkpoint: Path, report: dict, reason: str
+    ) -> dict[str, dg.MetadataValue]:
+        """A new version of the registered model, now `models:/bcc_pipeline@production`."""
+        if not self.enabled:
+            return {}
+        from bcc_pipeline.tracking import production_model_uri
+
+        tracked = self._run_store().run_for(run.run_id)
+        version = tracked.register_production_model(checkpoint, report, reason)
+        return {
+            **_links(tracked),
+            "mlflow_model_version": int(version.version),
+            "mlflow_model_uri": production_model_uri(),
+        }
+
+    def _run_store(self) -> "TrackingStore":
+        from bcc_pipeline.tracking import TrackingStore
+
+        if self._store is None:
+            self._store = TrackingStore.open(self.uri, self.experiment_name)
+        return self._store
+
+
+def _split_settings(run: dg.DagsterRun) -> dict | None:
+    """The split settings of this run's config, when this run made the split; None when the
+    split came from an earlier run (its settings are that run's, not this config's)."""
+    from bcc_pipeline.assets.split import SplitConfig
+
+    steps, selection = run.step_keys_to_execute, run.asset_selection
+    if steps is not None and "stratified_split" not in steps:
+        return None
+    if selection and dg.AssetKey("stratified_split") not in selection:
+        return None
+    config = ((run.run_config.get("ops") or {}).get("stratified_split") or {}).get("config")
+    return SplitConfig(**(config or {})).model_dump()
+
+
+def _links(tracked: "TrackedRun") -> dict[str, dg.MetadataValue]:
+    """Metadata linking an asset's materialization to its MLflow run."""
+    links: dict[str, dg.MetadataValue] = {
+        "mlflow_run_id": dg.MetadataValue.text(tracked.run_id),
+        "mlflow_tracking_uri": dg.MetadataValue.text(tracked.store.tracking_uri),
+    }
+    if tracked.url is not None:
+        links["mlflow_run_url"] = dg.MetadataValue.url(tracked.url)
+    return links
+
 
 class LaunchChecksResource(dg.ConfigurableResource):
     """Checks a run's whole config against this machine when the run starts, before any asset
@@ -207,6 +374,7 @@ class LaunchChecksResource(dg.ConfigurableResource):
     dataset: DatasetResource
     artifacts: ArtifactsResource
     accelerator: AcceleratorResource
+    quality: QualityGatesResource
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         from bcc_pipeline.launch_checks import raise_for_problems
@@ -222,6 +390,7 @@ class LaunchChecksResource(dg.ConfigurableResource):
             dataset=self.dataset,
             artifacts=self.artifacts,
             accelerator=self.accelerator,
+            quality=self.quality,
         )
 
 

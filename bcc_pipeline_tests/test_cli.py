@@ -188,6 +188,9 @@ def test_demo_generates_the_sample_and_prints_the_report(tmp_path):
     assert "vit_checkpoint: epoch 2/2" in output, "one progress line per epoch"
     assert " - DEBUG - " not in output and "STEP_START" not in output
     assert len(output.splitlines()) < 60, "the demo's output fits on a screen"
+    store = tmp_path / "artifacts" / "mlflow" / "mlflow.db"
+    assert f"mlflow ui --backend-store-uri sqlite:///{store} --host 127.0.0.1" in output
+    assert "Creating initial MLflow database tables" not in output
     assert json.loads(report.read_text())["n_test"] == 3
     assert len(list((tmp_path / "sample" / KAGGLE_SUBDIR).glob("*/*.jpg"))) == 30
 

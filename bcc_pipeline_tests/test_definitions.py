@@ -11,11 +11,14 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from mlflow import MlflowClient
 
 from bcc_pipeline.definitions import defs
 
 REPO = Path(__file__).resolve().parent.parent
 DAGSTER = str(Path(sys.executable).parent / "dagster")
+DG = str(Path(sys.executable).parent / "dg")
+JOB_EXECUTE = [DAGSTER, "job", "execute", "-m", "bcc_pipeline.definitions", "-j", "training_job"]
 PIPELINE = [
     "raw_image_manifest",
     "stratified_split",
@@ -78,13 +81,19 @@ def test_data_assets_from_the_cli_with_only_paths_configured(messy_root, tmp_pat
     assert list(artifacts.glob("preprocessed_tensors/*/test_images.npy"))
 
 
-def _execute_training_job(config: Path, data_dir: Path, tmp_path: Path) -> tuple[dict, dict]:
-    """`dagster job execute` as CI runs it; returns the report and the checkpoint."""
+def _execute_training_job(
+    config: Path,
+    data_dir: Path,
+    tmp_path: Path,
+    command: list[str] = JOB_EXECUTE,
+    cwd: Path | None = None,
+) -> tuple[dict, dict]:
+    """`dagster job execute` as CI runs it (or `command`, from `cwd`); returns the report and
+    the checkpoint."""
     artifacts = tmp_path / "artifacts"
-    command = [DAGSTER, "job", "execute", "-m", "bcc_pipeline.definitions", "-j", "training_job"]
     completed = subprocess.run(
         [*command, "-c", str(config)],
-        cwd=tmp_path,
+        cwd=cwd or tmp_path,
         env=_env(tmp_path, BCC_DATA_DIR=str(data_dir), BCC_ARTIFACTS_DIR=str(artifacts)),
         capture_output=True,
         text=True,
@@ -107,14 +116,29 @@ def test_training_job_from_the_cli_with_the_smoke_config(sample_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_under_the_multiprocess_executor(sample_root, tmp_path):
+def test_dg_launch_runs_ddp_steps_in_their_own_processes_into_one_mlflow_run(sample_root, tmp_path):
+    """`dg launch` from the project root; each step in its own process, training on two DDP
+    processes: the steps log into one MLflow run, and each epoch is logged once."""
     report, checkpoint = _execute_training_job(
-        REPO / "bcc_pipeline_tests" / "ddp_multiprocess.yaml", sample_root, tmp_path
+        REPO / "bcc_pipeline_tests" / "ddp_multiprocess.yaml",
+        sample_root,
+        tmp_path,
+        command=[DG, "launch", "--job", "training_job"],
+        cwd=REPO,
     )
     assert checkpoint["metrics"]["world_size"] == 2
     assert checkpoint["metrics"]["used_feature_cache"]
     assert checkpoint["metrics"]["epochs_run"] == 2
     assert report["n_test"] == 9 and sum(map(sum, report["confusion_matrix"])) == 9
+
+    store = tmp_path / "artifacts" / "mlflow" / "mlflow.db"  # the default store
+    client = MlflowClient(f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("bcc_pipeline")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["dagster_run_id"] == checkpoint["run_id"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2]
+    assert run.data.metrics["test_accuracy"] == pytest.approx(report["accuracy"])
+    assert run.data.params["accelerator.world_size"] == "2"
 
 
 def test_every_shipped_config_is_valid_run_config_for_the_job():
@@ -122,6 +146,12 @@ def test_every_shipped_config_is_valid_run_config_for_the_job():
     for path in sorted((REPO / "configs").glob("*.yaml")):
         config = yaml.safe_load(path.read_text())
         assert dg.validate_run_config(job, config), path.name
+
+
+def test_every_asset_declares_a_code_version():
+    """So that the UI marks an asset (and what follows it) stale after its logic changes."""
+    for node in defs.resolve_asset_graph().asset_nodes:
+        assert node.code_version, node.key
 
 
 def test_every_asset_waits_for_the_launch_check():

@@ -8,7 +8,12 @@ import torch
 
 from bcc_pipeline.definitions import defs
 from bcc_pipeline.launch_checks import launch_problems
-from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, DatasetResource
+from bcc_pipeline.resources import (
+    AcceleratorResource,
+    ArtifactsResource,
+    DatasetResource,
+    QualityGatesResource,
+)
 from bcc_pipeline_tests.assets.conftest import (
     launch_failure,
     pipeline_assets,
@@ -147,6 +152,7 @@ def _problems(tmp_path, run_config, selected=None):
         DatasetResource(data_dir=str(tmp_path)),
         ArtifactsResource(root=str(tmp_path / "artifacts")),
         AcceleratorResource(accelerator="cpu"),
+        QualityGatesResource(),
     )
 
 
@@ -184,3 +190,23 @@ def test_devices_take_every_form_lightning_does(devices):
 def test_two_cpu_devices_written_as_a_yaml_integer_give_two_processes():
     device = AcceleratorResource(accelerator="cpu", devices=2, strategy="ddp").trainer_device()
     assert device.world_size == 2 and device.devices == 2
+
+
+def test_resource_settings_out_of_range_are_launch_problems(tmp_path):
+    """A percentage where a fraction belongs is the usual slip; each is named with its path."""
+    problems = launch_problems(
+        {},
+        {"raw_image_manifest"},
+        DatasetResource(data_dir=str(tmp_path), max_file_bytes=0),
+        ArtifactsResource(root=str(tmp_path / "artifacts"), keep_runs=-1),
+        AcceleratorResource(accelerator="cpu"),
+        QualityGatesResource(accuracy_floor=80, significance_level=-0.1),
+    )
+    assert problems == [
+        "resources.artifacts.config.keep_runs: keep_runs must be at least 0; got -1",
+        "resources.dataset.config.max_file_bytes: max_file_bytes must be at least 1; got 0",
+        "resources.quality.config.accuracy_floor: accuracy_floor is a fraction from 0 to 1; got "
+        "80.0",
+        "resources.quality.config.significance_level: significance_level is a fraction from 0 "
+        "to 1; got -0.1",
+    ]

@@ -96,9 +96,9 @@ def test_a_model_below_the_floor_fails_the_cli_run_after_the_refusal_is_recorded
     sample_root, tmp_path
 ):
     artifacts = tmp_path / "artifacts"
-    run = _execute(tmp_path, sample_root, artifacts, floor=1.01, name="strict")
+    run = _execute(tmp_path, sample_root, artifacts, floor=1.0, name="strict")
     assert run.returncode != 0
     assert "accuracy_meets_floor" in run.stdout + run.stderr
     refusal = _history(artifacts).iloc[-1]
-    assert not refusal["promoted"] and "below the floor 1.0100" in refusal["reason"]
+    assert not refusal["promoted"] and "below the floor 1.0000" in refusal["reason"]
     assert not (artifacts / "production_model" / "current.json").exists()

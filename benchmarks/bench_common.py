@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmark scripts: the synthetic Kaggle-layout dataset cache, child
-processes measured for peak memory, the reproducing command line and markdown tables.
+"""Helpers shared by the benchmark scripts: the reproducing command line, markdown tables and
+targets, the synthetic Kaggle-layout dataset (generated in parallel), the pipeline's own split
+sizes, child processes measured for time and memory, and training_job runs.
 
 Not a benchmark itself; the scripts beside it import it (they run as `python benchmarks/X.py`,
 which puts this folder first on sys.path)."""
@@ -7,8 +8,11 @@ which puts this folder first on sys.path)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # the package, even where it is not pip-installed
@@ -24,20 +29,32 @@ if str(REPO) not in sys.path:  # the package, even where it is not pip-installed
 from bcc_pipeline.sample_data import CLASS_FOLDERS, KAGGLE_SUBDIR  # noqa: E402
 
 KAGGLE_COUNTS: dict[str, int] = {"brain_glioma": 2004, "brain_menin": 2004, "brain_tumor": 2048}
-"""Images per class of the Kaggle 'Brain Cancer - MRI dataset' (6056 in all)."""
+"""Files per class of the Kaggle 'Brain Cancer - MRI dataset' (6056 in all)."""
 KAGGLE_TOTAL = sum(KAGGLE_COUNTS.values())
+KAGGLE_COPIES = 44
+"""Of brain_tumor's 2048 files, this many are byte-identical '... - Copy.jpg' duplicates."""
+KAGGLE_ORIGINALS: dict[str, int] = {
+    label: count - (KAGGLE_COPIES if label == "brain_tumor" else 0)
+    for label, count in KAGGLE_COUNTS.items()
+}
+FRACTIONS = {"train": 0.7, "val": 0.2, "test": 0.1}
+SPLIT_SEED = 42
 DATASET_CACHE = Path("/tmp/bcc-bench/kaggle6056")
 GIB = 1024**3
+COPY_SUFFIX = " - Copy.jpg"
+JPEG_QUALITY = 90
+"""What generate_sample_dataset writes with (and its SYNTHETIC_MARK comment); ensure_dataset
+checks that its files match."""
 
 
 # --------------------------------------------------------------------------- command line
 
 
 def explicit_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """Every (non-hidden) flag of `args` written out, defaults included."""
+    """Every flag of `args` written out, defaults included."""
     parts: list[str] = []
     for action in parser._actions:
-        if not action.option_strings or action.dest == "help" or action.help == argparse.SUPPRESS:
+        if not action.option_strings or action.dest == "help":
             continue
         value = getattr(args, action.dest)
         flag = action.option_strings[-1]
@@ -74,21 +91,34 @@ def add_dataset_flags(parser: argparse.ArgumentParser, data_help: str) -> None:
     parser.add_argument("--image-size", type=int, default=224, help="tensor side")
 
 
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def host_description() -> str:
     import platform
 
     import torch
 
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    cuda = "none"
+    if torch.cuda.is_available():
+        cuda = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name()}"
     return (
-        f"{platform.node()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-        f"({torch.get_num_threads()} intra-op threads), CPU bf16 (oneDNN) supported: {bf16}, "
-        f"cuda: {torch.cuda.is_available()}, load average {load}"
+        f"{platform.node()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} intra-op threads), CPU bf16 "
+        f"(oneDNN) supported: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}, CUDA GPUs: "
+        f"{cuda}, load average {load_average()}"
     )
 
 
-# --------------------------------------------------------------------------- tables
+def write_result(path: Path | None, result: Mapping[str, Any]) -> None:
+    """The numbers a parent script (bench_training.py, gpu_check.py) reads back."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2))
+
+
+# --------------------------------------------------------------------------- tables, targets
 
 
 def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
@@ -112,7 +142,48 @@ def markdown_table(rows: Sequence[Mapping[str, object]]) -> str:
     return "\n".join(lines)
 
 
-# --------------------------------------------------------------------------- dataset cache
+@dataclass(frozen=True)
+class Target:
+    name: str
+    measured: str
+    goal: str
+    met: bool | None
+    """None: not judged (not the documented size, or a stage did not run)."""
+
+
+def report_targets(targets: Sequence[Target], *, judged: bool = True) -> int:
+    """Print the targets as a table; the exit status: 1 when any judged target was missed.
+    judged=False (a quick check at toy sizes) prints them without verdicts and returns 0."""
+    print("\n## Targets\n")
+    verdict = {True: "met", False: "**MISSED**", None: "not judged"}
+    print(
+        markdown_table(
+            [
+                {
+                    "target": t.name,
+                    "measured": t.measured,
+                    "goal": t.goal,
+                    "verdict": verdict[t.met] if judged else "not judged (quick check)",
+                }
+                for t in targets
+            ]
+        )
+    )
+    missed = [t.name for t in targets if t.met is False]
+    if not judged:
+        print("\nA quick check at toy sizes: targets are not judged; exit status 0.")
+        return 0
+    if missed:
+        print(f"\nMissed: {'; '.join(missed)}. Exit status 1.")
+        return 1
+    if all(t.met is None for t in targets):
+        print("\nNo target judged (not the documented setup). Exit status 0.")
+        return 0
+    print("\nEvery judged target met. Exit status 0.")
+    return 0
+
+
+# --------------------------------------------------------------------------- dataset
 
 
 def scaled_counts(total: int) -> dict[str, int]:
@@ -132,63 +203,125 @@ def _class_dir(data: Path, label: str) -> Path:
     return data / KAGGLE_SUBDIR / label
 
 
-def _existing_counts(data: Path) -> dict[str, int]:
-    return {
-        label: len(list(_class_dir(data, label).glob("*.jpg")))
-        if _class_dir(data, label).is_dir()
-        else 0
-        for label in CLASS_FOLDERS
-    }
+def _image_name(label: str, number: int) -> str:
+    """generate_sample_dataset's file name for image `number` (from 1) of a class."""
+    return f"{label}_{number:04d}.jpg"
+
+
+def _existing(data: Path) -> tuple[dict[str, int], int]:
+    """(originals per class, '... - Copy.jpg' files in brain_tumor) under `data`."""
+    originals, copies = {}, 0
+    for label in CLASS_FOLDERS:
+        names = [p.name for p in _class_dir(data, label).glob("*.jpg")]
+        copied = sum(name.endswith(COPY_SUFFIX) for name in names)
+        originals[label] = len(names) - copied
+        copies += copied
+    return originals, copies
 
 
 def _existing_size(data: Path) -> int | None:
     from PIL import Image
 
     for label in CLASS_FOLDERS:
-        first = next(iter(sorted(_class_dir(data, label).glob("*.jpg"))), None)
-        if first is not None:
+        first = _class_dir(data, label) / _image_name(label, 1)
+        if first.exists():
             with Image.open(first) as image:
                 return image.width
     return None
 
 
-def ensure_dataset(data: Path, counts: Mapping[str, int], size: int) -> tuple[Path, float]:
-    """Synthetic JPEGs in the Kaggle layout under `data`, exactly `counts` per class at
-    `size` x `size`: reused when already there, else written by generate_sample_dataset
-    (max count per class, extras deleted). Returns (data, seconds spent generating).
+def _write_slice(job: tuple[str, int, int, int, Path]) -> None:
+    """Image `number` of class `label`, drawn and written exactly as generate_sample_dataset
+    does (its per-image seed, its JPEG settings, an atomic rename)."""
+    import numpy as np
+    from PIL import Image
+
+    from bcc_pipeline.sample_data import SYNTHETIC_MARK, render_slice
+
+    label, class_index, number, size, path = job
+    pixels = render_slice(label, np.random.default_rng([0, class_index, number]), size)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(pixels).save(tmp, format="JPEG", quality=JPEG_QUALITY, comment=SYNTHETIC_MARK)
+    os.replace(tmp, path)
+
+
+def _check_matches_generator(data: Path, size: int) -> None:
+    """The first image of each class, byte for byte, against generate_sample_dataset's."""
+    import tempfile
+
+    from bcc_pipeline.sample_data import generate_sample_dataset
+
+    with tempfile.TemporaryDirectory(prefix="bench-reference-") as tmp:
+        reference = generate_sample_dataset(tmp, per_class=1, size=size)
+        for label in CLASS_FOLDERS:
+            name = _image_name(label, 1)
+            if (reference / label / name).read_bytes() != (
+                _class_dir(data, label) / name
+            ).read_bytes():
+                raise RuntimeError(
+                    f"{name} differs from generate_sample_dataset's: the parallel writer no "
+                    "longer matches bcc_pipeline.sample_data"
+                )
+
+
+def ensure_dataset(
+    data: Path,
+    counts: Mapping[str, int],
+    size: int,
+    copies: int = 0,
+    workers: int | None = None,
+) -> tuple[Path, float]:
+    """Synthetic JPEGs in the Kaggle layout under `data`: `counts` images per class, the same
+    bytes generate_sample_dataset writes (each image has its own seed, so a process pool of
+    `workers` can draw them in any order), plus `copies` byte-identical '... - Copy.jpg' files
+    of the first brain_tumor images, as in the Kaggle download. Reused when already there.
+    Returns (data, seconds spent generating).
 
     A folder holding a different dataset is refused, never overwritten: it may be the cache of
     a full-size run."""
-    from bcc_pipeline.sample_data import generate_sample_dataset
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     data = Path(data).expanduser().resolve()
     for stale in data.rglob(".*.tmp"):  # left by a generation that was killed
         stale.unlink()
-    existing = _existing_counts(data)
-    if existing == dict(counts) and _existing_size(data) == size:
-        print(f"Reusing the dataset at {data} ({sum(counts.values())} images, {size}px).")
+    wanted = (dict(counts), copies)
+    if _existing(data) == wanted and _existing_size(data) == size:
+        print(f"Reusing the dataset at {data} ({sum(counts.values()) + copies} images, {size}px).")
         return data, 0.0
-    if any(existing.values()):
+    if any(_existing(data)[0].values()):
         raise SystemExit(
-            f"{data} holds a different dataset ({existing}, {_existing_size(data)}px) than the "
-            f"one asked for ({dict(counts)}, {size}px). Pass another --data/--work folder, or "
-            "delete that one."
+            f"{data} holds a different dataset ({_existing(data)}, {_existing_size(data)}px) "
+            f"than the one asked for ({wanted}, {size}px). Pass another --data/--work folder, "
+            "or delete that one."
         )
-    per_class = max(counts.values())
+    workers = workers or os.cpu_count() or 1
     print(
-        f"Generating {per_class} x {len(counts)} synthetic {size}px JPEGs into {data} "
-        "(one-time; not part of any measurement) ...",
+        f"Generating {sum(counts.values())} synthetic {size}px JPEGs (+{copies} copies) into "
+        f"{data} with {workers} processes ...",
         flush=True,
     )
     start = time.perf_counter()
-    generate_sample_dataset(data, per_class=per_class, size=size)
-    for label, wanted in counts.items():
-        for extra in range(wanted + 1, per_class + 1):
-            (_class_dir(data, label) / f"{label}_{extra:04d}.jpg").unlink()
+    jobs = []
+    for class_index, label in enumerate(CLASS_FOLDERS):
+        _class_dir(data, label).mkdir(parents=True, exist_ok=True)
+        folder = _class_dir(data, label)
+        jobs += [
+            (label, class_index, n, size, folder / _image_name(label, n))
+            for n in range(1, counts.get(label, 0) + 1)
+        ]
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        list(pool.map(_write_slice, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
+    tumor = _class_dir(data, "brain_tumor")
+    for n in range(1, copies + 1):
+        original = tumor / _image_name("brain_tumor", n)
+        shutil.copyfile(original, original.with_name(original.stem + COPY_SUFFIX))
     seconds = time.perf_counter() - start
-    if _existing_counts(data) != dict(counts):
-        raise RuntimeError(f"generated {_existing_counts(data)}, expected {dict(counts)}")
-    print(f"Generated in {seconds:.1f}s.", flush=True)
+    if _existing(data) != wanted:
+        raise RuntimeError(f"generated {_existing(data)}, expected {wanted}")
+    _check_matches_generator(data, size)
+    print(f"Generated in {seconds:.1f}s (matches generate_sample_dataset).", flush=True)
     return data, seconds
 
 
@@ -199,6 +332,41 @@ def warm_page_cache(folder: Path) -> int:
         if path.is_file():
             total += len(path.read_bytes())
     return total
+
+
+def split_counts(
+    per_class: Mapping[str, int], copies: int = 0, seed: int = SPLIT_SEED
+) -> dict[str, int]:
+    """Train/val/test sizes that the pipeline's own split (stratified_group_split, 70/20/10)
+    gives a dataset of `per_class` distinct images plus `copies` byte-identical brain_tumor
+    files, computed on a manifest of random digests rather than written down, so that they
+    follow the pipeline when its rounding or grouping changes."""
+    import numpy as np
+    import pandas as pd
+
+    from bcc_pipeline.data.split import SPLITS, stratified_group_split
+
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "path": f"{label}/{_image_name(label, n)}",
+            "label": label,
+            "sha256": rng.bytes(32).hex(),
+            "phash": rng.bytes(32).hex(),
+            "status": "ok",
+        }
+        for label, count in per_class.items()
+        for n in range(1, count + 1)
+    ]
+    tumor = [row for row in rows if row["label"] == "brain_tumor"]
+    rows += [{**row, "path": row["path"][: -len(".jpg")] + COPY_SUFFIX} for row in tumor[:copies]]
+    table = stratified_group_split(pd.DataFrame(rows), FRACTIONS, seed).table
+    return {name: int((table["split"] == name).sum()) for name in SPLITS}
+
+
+def cached_views(counts: Mapping[str, int]) -> int:
+    """Forward passes the feature cache makes: each training image and its mirror, val, test."""
+    return 2 * counts["train"] + counts["val"] + counts["test"]
 
 
 # --------------------------------------------------------------------------- child processes
@@ -213,6 +381,9 @@ class ChildRun:
     tree_peak_bytes: int
     """Largest sampled sum of RSS over the child and all its descendants (every 0.2 s)."""
     log: Path
+    launched_at: float
+    """time.time() just before the child started (to place Dagster's step times)."""
+    timed_out: bool = False
 
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
@@ -233,14 +404,22 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def tree_rss_bytes(root: int) -> int:
-    """Sum of resident memory of `root` and its descendants (Linux /proc)."""
+def process_tree(root: int) -> list[int]:
+    """`root` and its descendants (Linux /proc)."""
     children = _children_map()
-    page = os.sysconf("SC_PAGE_SIZE")
-    total, stack = 0, [root]
+    tree, stack = [], [root]
     while stack:
         pid = stack.pop()
+        tree.append(pid)
         stack.extend(children.get(pid, []))
+    return tree
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Sum of resident memory of `root` and its descendants."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    total = 0
+    for pid in process_tree(root):
         try:
             with open(f"/proc/{pid}/statm") as handle:
                 total += int(handle.read().split()[1]) * page
@@ -249,40 +428,100 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
+def _kill_tree(root: int) -> None:
+    """SIGKILL `root` and every descendant, all listed before any dies (an orphan would
+    leave the tree)."""
+    for pid in process_tree(root):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def run_measured(
     command: Sequence[str],
     log: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    timeout: float | None = None,
 ) -> ChildRun:
     """Run `command` to completion with its output in `log`; wall time, the child's own peak
     RSS (os.wait4, so earlier children of this process do not leak into it) and a sampled
-    peak of the whole process tree."""
+    peak of the whole process tree. After `timeout` seconds the whole tree is killed
+    (timed_out=True), so one slow stage cannot eat a fixed time budget."""
     log.parent.mkdir(parents=True, exist_ok=True)
     peak = 0
     done = threading.Event()
+    timed_out = threading.Event()
     with log.open("w") as handle:
+        launched_at = time.time()
         start = time.perf_counter()
         proc = subprocess.Popen(
             list(command), stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd
         )
 
-        def sample() -> None:
+        def watch() -> None:
             nonlocal peak
-            can_read = Path("/proc").is_dir()
-            while can_read and not done.wait(0.2):
+            deadline = None if timeout is None else start + timeout
+            while not done.wait(0.2):
                 peak = max(peak, tree_rss_bytes(proc.pid))
+                if deadline is not None and time.perf_counter() > deadline:
+                    timed_out.set()
+                    _kill_tree(proc.pid)
+                    return
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        done.set()
-        sampler.join()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # interrupted: leave nothing running behind
+            _kill_tree(proc.pid)
+            raise
+        finally:
+            wall = time.perf_counter() - start
+            done.set()
+            watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     # ru_maxrss is KiB on Linux, bytes on macOS
     scale = 1 if sys.platform == "darwin" else 1024
-    return ChildRun(proc.returncode, wall, usage.ru_maxrss * scale, peak, log)
+    return ChildRun(
+        proc.returncode,
+        wall,
+        usage.ru_maxrss * scale,
+        peak,
+        log,
+        launched_at,
+        timed_out.is_set(),
+    )
+
+
+def run_script(
+    script: str,
+    flags: Sequence[str],
+    work: Path,
+    timeout: float | None = None,
+) -> tuple[ChildRun, dict[str, Any] | None]:
+    """benchmarks/<script> in a child process with `--result-json`; its result (None when it
+    failed or timed out) and how it ran. Its output goes to work/<script>.log."""
+    name = Path(script).stem
+    result_json = work / f"{name}.json"
+    result_json.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve().parent / script),
+        *flags,
+        "--result-json",
+        str(result_json),
+    ]
+    print(f"  $ {shlex.join(command)}", flush=True)
+    run = run_measured(command, work / f"{name}.log", timeout=timeout)
+    if run.timed_out:
+        print(f"  {name}: TIMED OUT after {timeout:.0f}s; log: {run.log}", flush=True)
+        return run, None
+    if run.returncode != 0 or not result_json.exists():
+        print(run.tail(3000))
+        print(f"  {name}: FAILED (exit {run.returncode}); log: {run.log}", flush=True)
+        return run, None
+    print(f"  {name}: done in {run.wall_seconds:.1f}s", flush=True)
+    return run, json.loads(result_json.read_text())
 
 
 # --------------------------------------------------------------------------- training_job
@@ -297,7 +536,10 @@ def training_job_config(
     patience: int = 3,
     batch_size: int = 16,
     image_size: int = 224,
-    seed: int = 42,
+    seed: int = SPLIT_SEED,
+    trainable_blocks: int = 0,
+    accelerator: str = "cpu",
+    precision: str = "32-true",
 ) -> dict:
     """Run config of the seed recipe for training_job: 70/20/10 split, head only on a backbone
     with random weights (weights: none; nothing can be downloaded), Adam 1e-4, early stopping
@@ -307,25 +549,18 @@ def training_job_config(
         "resources": {
             "dataset": {"config": {"data_dir": str(data)}},
             "artifacts": {"config": {"root": str(artifacts)}},
-            "accelerator": {"config": {"accelerator": "cpu"}},
+            "accelerator": {"config": {"accelerator": accelerator, "precision": precision}},
             # Random weights score near chance: a real floor would fail the run.
             "quality": {"config": {"accuracy_floor": 0.0}},
         },
         "ops": {
-            "stratified_split": {
-                "config": {
-                    "seed": seed,
-                    "train_fraction": 0.7,
-                    "val_fraction": 0.2,
-                    "test_fraction": 0.1,
-                }
-            },
+            "stratified_split": {"config": {"seed": seed, **_fraction_config()}},
             "preprocessed_tensors": {"config": {"image_size": image_size}},
             "vit_checkpoint": {
                 "config": {
                     "backbone": backbone,
                     "weights": "none",
-                    "trainable_blocks": 0,
+                    "trainable_blocks": trainable_blocks,
                     "max_epochs": epochs,
                     "early_stopping_patience": patience,
                     "batch_size": batch_size,
@@ -337,10 +572,15 @@ def training_job_config(
     }
 
 
-def run_training_job(config: dict, run_dir: Path) -> tuple[ChildRun, Path, Path]:
-    """`dagster job execute -j training_job` in a child process with a fresh DAGSTER_HOME and
-    artifacts root under run_dir (emptied first). Returns (run, DAGSTER_HOME, artifacts root);
-    exits with the log's tail if the job fails."""
+def _fraction_config() -> dict[str, float]:
+    return {f"{name}_fraction": fraction for name, fraction in FRACTIONS.items()}
+
+
+def run_training_job(
+    config: dict, run_dir: Path, timeout: float | None = None
+) -> tuple[ChildRun, Path]:
+    """`dagster job execute -j training_job` in a child process with a fresh DAGSTER_HOME
+    under run_dir (emptied first). Returns (run, DAGSTER_HOME); check run.returncode."""
     import shutil
 
     import yaml
@@ -350,59 +590,65 @@ def run_training_job(config: dict, run_dir: Path) -> tuple[ChildRun, Path, Path]
     home.mkdir(parents=True)
     config_file = run_dir / "run_config.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    dagster = str(Path(sys.executable).parent / "dagster")
+    # `python -m dagster` is the `dagster` command, found wherever this Python keeps it.
     command = [
-        dagster, "job", "execute", "-m", "bcc_pipeline.definitions", "-j", "training_job",
-        "-c", str(config_file),
+        sys.executable, "-m", "dagster", "job", "execute", "-m", "bcc_pipeline.definitions",
+        "-j", "training_job", "-c", str(config_file),
     ]  # fmt: skip
-    print(f"    DAGSTER_HOME={home} {shlex.join(command)}", flush=True)
+    print(f"  $ DAGSTER_HOME={home} {shlex.join(command)}", flush=True)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    run = run_measured(command, run_dir / "dagster.log", env=env, cwd=run_dir)
-    if run.returncode != 0:
-        print(run.tail())
-        raise SystemExit(f"training_job failed (exit {run.returncode}); log: {run.log}")
-    artifacts = Path(config["resources"]["artifacts"]["config"]["root"])
-    return run, home, artifacts
+    if str(REPO) not in env.get("PYTHONPATH", "").split(os.pathsep):  # not pip-installed
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    run = run_measured(command, run_dir / "dagster.log", env=env, cwd=run_dir, timeout=timeout)
+    return run, home
 
 
-def read_training_job(home: Path, artifacts: Path) -> dict:
-    """What a training_job run left: split counts, the checkpoint's metrics, test accuracy,
-    each step's wall time (Dagster step stats) and the seconds the data assets recorded in
-    their metadata."""
-    import json
-    import math
+JOB_ASSETS = (
+    "raw_image_manifest",
+    "stratified_split",
+    "preprocessed_tensors",
+    "vit_checkpoint",
+    "test_metrics_report",
+)
 
+
+def read_training_job(home: Path, run: ChildRun) -> dict[str, Any]:
+    """What the one run in DAGSTER_HOME `home` recorded: each step's seconds (step stats), the
+    pipeline's own work (first step's start to last step's end), what came before and after
+    it in the process, split sizes, and the metadata of every asset."""
     import dagster as dg
-    import torch
 
-    report_path = next(artifacts.glob("test_metrics_report/*/report.json"))
-    run_id = report_path.parent.name
-    report = json.loads(report_path.read_text())
-    checkpoint = torch.load(artifacts / "vit_checkpoint" / run_id / "model.pt", weights_only=True)
-    meta = json.loads((artifacts / "preprocessed_tensors" / run_id / "meta.json").read_text())
-    counts = {name: split["count"] for name, split in meta["splits"].items()}
+    from bcc_pipeline.data.tensors import TensorSplits
 
     instance = dg.DagsterInstance.from_config(str(home))
     try:
-        steps = {
-            stat.step_key: (stat.end_time or math.nan) - (stat.start_time or math.nan)
-            for stat in instance.get_run_step_stats(run_id)
-        }
-        recorded = {}
-        for name in ("raw_image_manifest", "preprocessed_tensors"):
+        (record,) = instance.get_runs(limit=2)
+        stats = [s for s in instance.get_run_step_stats(record.run_id) if s.end_time]
+        metadata = {}
+        for name in JOB_ASSETS:
             event = instance.get_latest_materialization_event(dg.AssetKey(name))
-            metadata = event.asset_materialization.metadata if event else {}
-            recorded[name] = {key: value.value for key, value in metadata.items()}
+            values = event.asset_materialization.metadata if event else {}
+            metadata[name] = {key: value.value for key, value in values.items()}
     finally:
         instance.dispose()
+    first = min(stat.start_time for stat in stats)
+    last = max(stat.end_time for stat in stats)
+    tensors = TensorSplits.open(metadata["preprocessed_tensors"]["artifact_path"])
+    counts = {split: len(tensors.labels(split)) for split in ("train", "val", "test")}
     return {
-        "run_id": run_id,
+        "run_id": record.run_id,
+        "status": str(record.status.value),
+        "steps": {stat.step_key: stat.end_time - stat.start_time for stat in stats},
+        "before_first_step_seconds": first - run.launched_at,
+        "own_work_seconds": last - first,
+        "after_last_step_seconds": run.launched_at + run.wall_seconds - last,
+        "wall_seconds": run.wall_seconds,
+        "max_rss_bytes": run.max_rss_bytes,
+        "tree_peak_bytes": run.tree_peak_bytes,
         "counts": counts,
-        "metrics": checkpoint["metrics"],
-        "test_accuracy": report["accuracy"],
-        "n_test": report["n_test"],
-        "steps": steps,
-        "scan_seconds": float(recorded["raw_image_manifest"].get("scan_seconds", math.nan)),
-        "tensor_seconds": float(recorded["preprocessed_tensors"].get("seconds", math.nan)),
-        "tensor_mib": float(recorded["preprocessed_tensors"].get("total_MiB", math.nan)),
+        "tensors_path": metadata["preprocessed_tensors"]["artifact_path"],
+        "metadata": {
+            name: {k: v for k, v in values.items() if isinstance(v, (int, float, str, bool))}
+            for name, values in metadata.items()
+        },
     }

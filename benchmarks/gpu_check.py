@@ -1,54 +1,90 @@
-"""GPU check: the pipeline's frozen-feature extraction against the vit_b_16 bf16 ceiling.
+"""Issue 10's GPU benchmark in one short sitting (run it through gpu_check.sh): on one CUDA GPU,
+the pipeline's training_job against the seed recipe on the full-size synthetic Kaggle layout,
+and the pipeline's feature extraction and fine-tuning against the card's ceilings.
 
-(i)  ceiling: vit_b_16 forward, input already on the GPU, torch.inference_mode, weights
-     and input in bfloat16, batch 256, after warm-up, timed between CUDA synchronisations;
-(ii) pipeline: 2000 generated images written as uint8 tensors by the real code path
-     (generate_sample_dataset at 256 px, scan_folder, stratified_group_split,
-     write_tensor_splits at 224), then bcc_pipeline.ml.features.extract_features, the function
-     the feature cache calls, with BrainMRIClassifier(vit_b_16, weights none, head only) on
-     TrainerDevice.resolve("gpu")'s device and dtype, batch 256, over every split's memmap
-     (plus the train split's mirror view, which the cache also extracts).
+Stages, each in its own process under its own time limit (the limits add up to less than
+--deadline, so a slow stage cannot eat the sitting; a stage that runs out is reported, not
+waited for):
 
-Why: on a GPU the feature cache should be bound by the GPU, not by host-side batching and
-copies (target: pipeline >= 70% of the ceiling). Run through gpu_check.sh (under 5 minutes
-on an H100/H200). Exits with status 2 and a plain message where no CUDA device is visible.
+1. make_dataset.py: 6056 synthetic 512 px JPEGs (2004 per class plus 44 byte-identical
+   '... - Copy.jpg' files in brain_tumor), drawn by every core;
+2. bench_job.py: `dagster job execute -j training_job`, seed recipe (vit_b_16 head only,
+   weights none, batch 16, 10 epochs), accelerator gpu; each step's seconds from the instance;
+3. gpu_features.py: the bf16 forward ceiling and extract_features over the job's tensors;
+4. gpu_finetune.py: the bf16 forward+backward ceiling and fit_classifier with
+   trainable_blocks -1, bf16-mixed, batch 64, over the job's tensors;
+5. bench_seed.py: the blog's recipe on the same images and card (7 loader workers, fp32).
+
+Then one table of every number, and the targets (exit status 1 when one is missed or a stage
+did not finish). Without a CUDA device it refuses with exit status 2, unless --cpu-smoke,
+which runs every stage on the CPU at toy sizes to check the script itself (no verdicts).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import math
+import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench_common import (
-    ensure_dataset,
+    Target,
+    load_average,
     markdown_table,
     print_header,
-    scaled_counts,
+    report_targets,
+    run_script,
 )
 
-TARGET_RATIO = 0.70
+STARTED = time.monotonic()
+OWN_WORK_TARGET_S = 10.0
+JOB_WALL_TARGET_S = 30.0
+SEED_SPEEDUP_TARGET = 10.0
+FEATURES_TARGET = 0.70
+FINETUNE_TARGET = 0.60
+RESERVE_S = 10.0
+"""Kept back from the deadline for the final table."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    script: str
+    budget_s: float
+    """From issue 10's H100 numbers, with headroom (see benchmarks/README.md)."""
+
+
+STAGES = (
+    Stage("data", "make_dataset.py", 55),
+    Stage("training_job", "bench_job.py", 100),
+    Stage("features", "gpu_features.py", 40),
+    Stage("finetune", "gpu_finetune.py", 70),
+    Stage("seed", "bench_seed.py", 150),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=2000, help="generated images in all")
-    parser.add_argument("--size", type=int, default=256, help="side of the generated JPEGs")
-    parser.add_argument("--image-size", type=int, default=224, help="tensor side")
-    parser.add_argument("--batch-size", type=int, default=256, help="forward batch, both parts")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed ceiling batches")
-    parser.add_argument("--iterations", type=int, default=20, help="timed ceiling batches")
+    parser.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="check this script on the CPU at toy sizes (20 per class, 128 px, vit_tiny at "
+        "64 px, 1 fine-tuning epoch); measures nothing worth reporting",
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=450, help="seconds for everything this script does"
+    )
     parser.add_argument(
         "--work",
         type=Path,
         default=Path(tempfile.gettempdir()) / "bcc-gpu-check",
-        help="generated images and tensors (images reused when present)",
+        help="images, runs and logs (the images are reused when present)",
     )
+    parser.add_argument("--seed-workers", type=int, default=7, help="the recipe's loader workers")
     return parser
 
 
@@ -61,138 +97,187 @@ def require_cuda() -> None:
             "gpu_check: no CUDA device is visible, so there is nothing to measure. "
             f"torch {torch.__version__}, built for CUDA {built}; torch.cuda.device_count() = "
             f"{torch.cuda.device_count()}. Run this on a machine with an NVIDIA GPU and a CUDA "
-            "build of torch (check `nvidia-smi` and CUDA_VISIBLE_DEVICES).",
+            "build of torch (check `nvidia-smi` and CUDA_VISIBLE_DEVICES), or pass --cpu-smoke "
+            "to check the script itself on the CPU.",
             file=sys.stderr,
         )
         raise SystemExit(2)
 
 
-def ceiling_images_per_second(model: Any, device: Any, args: argparse.Namespace) -> float:
-    """vit_b_16 bf16 forward throughput (weights and input in bf16, the input already on the
-    device): the best this card does, whatever the pipeline around it."""
-    import torch
+def stage_flags(args: argparse.Namespace, data: Path, job: dict[str, Any] | None) -> dict:
+    """Each stage's command-line flags; the full-size setup, or toy sizes for --cpu-smoke."""
+    smoke = args.cpu_smoke
+    per_class, copies, size = (20, 2, 128) if smoke else (2004, 44, 512)
+    backbone = "vit_tiny" if smoke else "vit_b_16"
+    image_size = 64 if smoke else 224
+    accelerator = "cpu" if smoke else "gpu"
+    dataset = ["--data", str(data), "--per-class", str(per_class), "--copies", str(copies),
+               "--size", str(size)]  # fmt: skip
+    recipe = ["--backbone", backbone, "--image-size", str(image_size),
+              "--accelerator", accelerator, "--epochs", "10", "--batch-size", "16"]  # fmt: skip
+    tensors = ["--tensors", str(job["tensors_path"])] if job else []
+    model = ["--backbone", backbone, "--accelerator", accelerator]
+    if smoke:
+        model += ["--warmup", "1", "--iterations", "2"]
+    smoke_features = ["--ceiling-batch", "16"] if smoke else []
+    smoke_finetune = ["--epochs", "1", "--batch-size", "8"] if smoke else []
+    return {
+        "data": [*dataset, "--workers", str(os.cpu_count() or 1)],
+        "training_job": [*dataset, *recipe, "--work", str(args.work / "job")],
+        "features": [*tensors, *model, *smoke_features],
+        "finetune": [*tensors, *model, *smoke_finetune, "--work", str(args.work / "finetune")],
+        "seed": [*dataset, *recipe, "--workers", str(args.seed_workers),
+                 "--work", str(args.work / "seed")],
+    }  # fmt: skip
 
-    model = model.to(device=device, dtype=torch.bfloat16).eval()
-    pixels = torch.randn(
-        args.batch_size, 3, args.image_size, args.image_size, device=device, dtype=torch.bfloat16
-    )
-    with torch.inference_mode():
-        for _ in range(args.warmup):
-            model(pixels)
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.iterations):
-            model(pixels)
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    return args.iterations * args.batch_size / seconds
+
+def run_stages(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+    """Every stage in order; (results by stage, wall seconds by stage, stages that failed)."""
+    data = args.work / ("data-smoke" if args.cpu_smoke else "kaggle6056")
+    results: dict[str, Any] = {}
+    walls: dict[str, float] = {}
+    failed: list[str] = []
+    for stage in STAGES:
+        needs_tensors = stage.name in ("features", "finetune")
+        if needs_tensors and results.get("training_job") is None:
+            print(f"\n{stage.name}: skipped (it needs the training_job's tensors)")
+            failed.append(stage.name)
+            continue
+        if stage.name != "data" and results.get("data") is None:
+            print(f"\n{stage.name}: skipped (no dataset)")
+            failed.append(stage.name)
+            continue
+        left = args.deadline - (time.monotonic() - STARTED) - RESERVE_S
+        limit = min(stage.budget_s, left)
+        if limit <= 5:
+            print(f"\n{stage.name}: skipped ({left:.0f}s left of the deadline)")
+            failed.append(stage.name)
+            continue
+        print(f"\n{stage.name} (limit {limit:.0f}s):", flush=True)
+        flags = stage_flags(args, data, results.get("training_job"))[stage.name]
+        run, results[stage.name] = run_script(stage.script, flags, args.work, timeout=limit)
+        walls[stage.name] = run.wall_seconds
+        if results[stage.name] is None:
+            failed.append(stage.name)
+    return results, walls, failed
+
+
+def numbers_table(results: dict[str, Any], walls: dict[str, float]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+
+    def add(stage: str, measurement: str, value: float, unit: str = "s") -> None:
+        rows.append({"stage": stage, "measurement": measurement, "value": value, "unit": unit})
+
+    for stage, seconds in walls.items():
+        add(stage, "stage process, wall", seconds)
+    if data := results.get("data"):
+        add("data", f"generating {data['files']} JPEGs (0: reused)", data["seconds"])
+    if job := results.get("training_job"):
+        add("training_job", "process start to first step", job["before_first_step_seconds"])
+        for step, seconds in job["steps"].items():
+            add("training_job", f"step {step}", seconds)
+        add(
+            "training_job",
+            "own work: first step's start to last step's end",
+            job["own_work_seconds"],
+        )
+        add("training_job", "last step's end to process exit", job["after_last_step_seconds"])
+        add("training_job", "whole `dagster job execute`", job["wall_seconds"])
+        trained = job["metadata"]["vit_checkpoint"]
+        add("training_job", "vit_checkpoint feature cache", trained["feature_cache_seconds"])
+        add("training_job", "vit_checkpoint head training", trained["train_seconds"])
+        add(
+            "training_job",
+            "test accuracy (best val_loss epoch)",
+            job["metadata"]["test_metrics_report"]["accuracy"],
+            "",
+        )
+    if features := results.get("features"):
+        add("features", "bf16 forward ceiling", features["ceiling_images_per_second"], "images/s")
+        add("features", "extract_features", features["pipeline_images_per_second"], "images/s")
+    if finetune := results.get("finetune"):
+        add(
+            "finetune",
+            "bf16 fwd+bwd+Adam ceiling, the same batch",
+            finetune["ceiling_images_per_second"],
+            "images/s",
+        )
+        add(
+            "finetune",
+            "fit_classifier trainable_blocks -1, bf16-mixed, validation included",
+            finetune["pipeline_images_per_second"],
+            "images/s",
+        )
+    if seed := results.get("seed"):
+        add("seed", "imports, data, model, Trainer", seed["before_fit_seconds"])
+        add("seed", "trainer.fit", seed["fit_seconds"])
+        add("seed", "trainer.test", seed["test_seconds"])
+        add("seed", "test accuracy (last epoch)", seed["test_accuracy"], "")
+    return rows
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    """Issue 10's five targets; one whose stage did not finish shows 'not run'."""
+    job, seed = results.get("training_job"), results.get("seed")
+
+    def target(name: str, goal: str, measured: tuple[str, bool] | None) -> Target:
+        text, met = measured or ("not run", None)
+        return Target(name, text, goal, met)
+
+    def seconds(value: float, limit: float) -> tuple[str, bool]:
+        return f"{value:.1f} s", value <= limit
+
+    def share(result: dict[str, Any] | None, goal: float) -> tuple[str, bool] | None:
+        if not result:
+            return None
+        text = (
+            f"{result['pipeline_images_per_second']:.0f} / "
+            f"{result['ceiling_images_per_second']:.0f} images/s = {100 * result['ratio']:.0f}%"
+        )
+        return text, result["ratio"] >= goal
+
+    speedup = None
+    if job and seed:
+        seed_work = seed["fit_seconds"] + seed["test_seconds"]
+        ratio = seed_work / job["own_work_seconds"]
+        speedup = (
+            f"{seed_work:.1f} s / {job['own_work_seconds']:.1f} s = {ratio:.1f}x",
+            ratio >= SEED_SPEEDUP_TARGET,
+        )
+    return [
+        target("pipeline's own work (first step's start to last step's end)",
+               f"<= {OWN_WORK_TARGET_S:.0f} s",
+               job and seconds(job["own_work_seconds"], OWN_WORK_TARGET_S)),
+        target("whole training_job, wall", f"<= {JOB_WALL_TARGET_S:.0f} s",
+               job and seconds(job["wall_seconds"], JOB_WALL_TARGET_S)),
+        target("seed's fit+test / pipeline's own work", f">= {SEED_SPEEDUP_TARGET:.0f}x", speedup),
+        target("extract_features / bf16 forward ceiling", f">= {100 * FEATURES_TARGET:.0f}%",
+               share(results.get("features"), FEATURES_TARGET)),
+        target("full fine-tuning / bf16 fwd+bwd ceiling", f">= {100 * FINETUNE_TARGET:.0f}%",
+               share(results.get("finetune"), FINETUNE_TARGET)),
+    ]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    require_cuda()
-    import numpy as np
-    import torch
+    args.work = args.work.expanduser().resolve()
+    if not args.cpu_smoke:
+        require_cuda()
+    print_header("gpu_check: training_job, seed recipe and ceilings on one GPU", parser, args)
+    if args.cpu_smoke:
+        print("NOTE: --cpu-smoke: toy sizes on the CPU; checks the script, measures nothing.")
+    args.work.mkdir(parents=True, exist_ok=True)
+    results, walls, failed = run_stages(args)
 
-    from bcc_pipeline.data.manifest import require_usable, scan_folder
-    from bcc_pipeline.data.split import split_fingerprint, stratified_group_split
-    from bcc_pipeline.data.tensors import TensorSplits, write_tensor_splits
-    from bcc_pipeline.ml.datamodule import MirroredView
-    from bcc_pipeline.ml.devices import TrainerDevice
-    from bcc_pipeline.ml.features import extract_features
-    from bcc_pipeline.ml.module import BrainMRIClassifier
-
-    print_header("gpu_check: feature extraction vs the bf16 forward ceiling", parser, args)
-    gpu = torch.cuda.get_device_name()
-    print(f"GPU: {gpu}; bf16 supported: {torch.cuda.is_bf16_supported()}\n", flush=True)
-
-    work = args.work.expanduser().resolve()
-    start = time.perf_counter()
-    data, _ = ensure_dataset(work / "data", scaled_counts(args.images), args.size)
-    manifest = scan_folder(data)
-    require_usable(manifest, data)
-    table = stratified_group_split(manifest, {"train": 0.7, "val": 0.2, "test": 0.1}, 42).table
-    tensor_dir = Path(tempfile.mkdtemp(prefix="tensors-", dir=work))
-    write_tensor_splits(table, data, tensor_dir, args.image_size, split_fingerprint(table))
-    tensors = TensorSplits.open(tensor_dir)
-    print(f"Data ready in {time.perf_counter() - start:.1f}s: {len(table)} images.", flush=True)
-
-    device = TrainerDevice.resolve("gpu")
-    module = BrainMRIClassifier(
-        class_names=tensors.class_names,
-        image_size=args.image_size,
-        backbone="vit_b_16",
-        weights="none",
-        trainable_blocks=0,
-    )
-    print(f"Device {device.torch_device}, inference dtype {device.inference_dtype}.", flush=True)
-
-    # (i) the ceiling: the same network the cache runs (backbone with its head removed)
-    backbone = copy.deepcopy(module.net.backbone)
-    ceiling = ceiling_images_per_second(backbone, device.torch_device, args)
-    print(f"(i) ceiling: {ceiling:.0f} images/s", flush=True)
-
-    # (ii) the pipeline's extract_features over memory-mapped uint8 tensors
-    warm = tensors.images("train")[: args.batch_size]
-    extract_features(module, warm, device.torch_device, device.inference_dtype, args.batch_size)
-    torch.cuda.synchronize()
-    rows = []
-    total_images, total_seconds = 0, 0.0
-    sources = [(split, tensors.images(split)) for split in ("train", "val", "test")]
-    sources.append(("train, mirror view", MirroredView(tensors.images("train"))))
-    for name, images in sources:
-        if len(images) == 0:
-            continue
-        begin = time.perf_counter()
-        features = extract_features(
-            module, images, device.torch_device, device.inference_dtype, args.batch_size
-        )
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - begin
-        if not np.isfinite(np.asarray(features, dtype=np.float32)).all():
-            raise SystemExit(f"non-finite features from the {name} split")
-        total_images += len(images)
-        total_seconds += seconds
-        rows.append(
-            {
-                "measurement": f"(ii) extract_features: {name}",
-                "images": len(images),
-                "seconds": seconds,
-                "images/s": len(images) / seconds,
-                "% of ceiling": 100 * len(images) / seconds / ceiling,
-            }
-        )
-    pipeline = total_images / total_seconds
-    ratio = pipeline / ceiling
-    rows.insert(
-        0,
-        {
-            "measurement": "(i) vit_b_16 bf16 forward ceiling (input on GPU)",
-            "images": args.iterations * args.batch_size,
-            "seconds": args.iterations * args.batch_size / ceiling,
-            "images/s": ceiling,
-            "% of ceiling": 100.0,
-        },
-    )
-    rows.append(
-        {
-            "measurement": "(ii) extract_features: all of the above",
-            "images": total_images,
-            "seconds": total_seconds,
-            "images/s": pipeline,
-            "% of ceiling": 100 * ratio,
-        }
-    )
-    verdict = "met" if ratio >= TARGET_RATIO else "MISSED"
-    print(f"(ii) pipeline: {pipeline:.0f} images/s\n")
-    print(f"## Results (measured) on {gpu}, batch {args.batch_size}, {device.inference_dtype}\n")
-    print(markdown_table(rows))
-    print(
-        f"\nceiling {ceiling:.0f} images/s, pipeline {pipeline:.0f} images/s, ratio "
-        f"{ratio:.2f} (target >= {TARGET_RATIO:.2f}: {verdict})."
-    )
-    return 0 if not math.isnan(ratio) else 1
+    print(f"\nAll stages done in {time.monotonic() - STARTED:.0f}s; load average {load_average()}.")
+    print("\n## Results (measured)\n")
+    print(markdown_table(numbers_table(results, walls)))
+    status = report_targets(targets(results), judged=not args.cpu_smoke)
+    if failed:
+        print(f"Stages that did not finish: {', '.join(failed)} (logs in {args.work}). Exit 1.")
+        return 1
+    return status
 
 
 if __name__ == "__main__":

@@ -22,11 +22,14 @@ LIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
+CODE_VERSION = "1"
+"""Bump when the scan logic changes: the UI then marks this asset and what follows stale."""
 
 
 @dg.asset(
     group_name=GROUP,
     kinds={"pandas", "parquet"},
+    code_version=CODE_VERSION,
     description=(
         "One row per regular file under the data folder: path, class, sha256, size, image "
         "format and mode, and a status (ok, or why it was rejected). Nothing is skipped."

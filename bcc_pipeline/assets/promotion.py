@@ -35,6 +35,7 @@ from bcc_pipeline.resources import (
     ArtifactsResource,
     LaunchChecksResource,
     QualityGatesResource,
+    TrackingResource,
 )
 from bcc_pipeline.storage import atomic_path, write_json, write_text
 
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from bcc_pipeline.ml.devices import TrainerDevice
 
 POINTER_FILE = "current.json"
+CODE_VERSION = "1"
+"""Bump when the promotion rule changes: the UI then marks production_model stale."""
 HISTORY_FILE = "history.csv"
 """Every decision, promoted or not, one row each, oldest first."""
 
@@ -194,6 +197,7 @@ def _append_history(path: Path, row: dict) -> pd.DataFrame:
 @dg.asset(
     group_name=GROUP,
     kinds={"pytorch", "json"},
+    code_version=CODE_VERSION,
     description=(
         "Pointer to the model in use (current.json: checkpoint copy, metrics, run id). A new "
         "model replaces it if it passes the accuracy floor and, scored with the production "
@@ -208,6 +212,7 @@ def production_model(
     artifacts: ArtifactsResource,
     quality: QualityGatesResource,
     accelerator: AcceleratorResource,
+    tracking: TrackingResource,
     vit_checkpoint: str,
     test_metrics_report: str,
     preprocessed_tensors: str,
@@ -225,6 +230,7 @@ def production_model(
         device = accelerator.trainer_device()
     # Read, decide and write as one step: two runs finishing together must not both replace
     # the model they read (the OS drops the lock if the process dies).
+    mlflow_links: dict = {}
     with FileLock(folder / ".lock"):
         current = _read_pointer(pointer)
         decision = decide(report, vit_checkpoint, current, tensors, device, artifacts, quality)
@@ -244,6 +250,9 @@ def production_model(
                 "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }
             write_json(pointer, current)
+            mlflow_links = tracking.register_promoted_model(
+                context.run, copy, report, decision.reason
+            )
         comparison = decision.comparison
         history = _append_history(
             folder / HISTORY_FILE,
@@ -289,5 +298,6 @@ def production_model(
             "history": markdown_table(history.iloc[::-1]),
             "history_plot": dg.MetadataValue.md(markdown_image(plot, "accuracy over retrains")),
             "history_file": dg.MetadataValue.path(str(folder / HISTORY_FILE)),
+            **mlflow_links,
         },
     )

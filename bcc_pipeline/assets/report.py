@@ -14,11 +14,14 @@ from bcc_pipeline.resources import (
     ArtifactsResource,
     DatasetResource,
     LaunchChecksResource,
+    TrackingResource,
 )
 from bcc_pipeline.storage import write_json, write_text
 
 REPORT_FILE = "report.json"
 MODEL_CARD_FILE = "model_card.md"
+CODE_VERSION = "2"
+"""Bump when the evaluation logic changes: the UI then marks the report and what follows stale."""
 
 
 def _rounded(value: float | None) -> float:
@@ -28,6 +31,7 @@ def _rounded(value: float | None) -> float:
 @dg.asset(
     group_name=GROUP,
     kinds={"pytorch", "json"},
+    code_version=CODE_VERSION,
     description=(
         "Test-split evaluation of vit_checkpoint: accuracy with a 95% Wilson interval, loss, "
         "per-class precision/recall/F1, sensitivity and specificity with Wilson intervals, "
@@ -42,6 +46,7 @@ def test_metrics_report(
     accelerator: AcceleratorResource,
     artifacts: ArtifactsResource,
     dataset: DatasetResource,
+    tracking: TrackingResource,
     vit_checkpoint: str,
     preprocessed_tensors: str,
     stratified_split: str,
@@ -147,6 +152,7 @@ def test_metrics_report(
         f"n={report['n_test']}), macro F1 {report['macro_f1']:.4f}, macro AUROC "
         f"{_rounded(report['macro_auroc'])}, ECE {report['ece']:.4f} (T = {temperature:.3f})"
     )
+    mlflow_links = tracking.log_evaluation(context.run, report, folder)
     inline_figures = "\n\n".join(
         markdown_image(figure, caption) for caption, figure in figures.items()
     )
@@ -174,5 +180,6 @@ def test_metrics_report(
             "model_card": dg.MetadataValue.md(card),
             "model_card_md": dg.MetadataValue.path(str(card_path)),
             "inference_dtype": precision,
+            **mlflow_links,
         },
     )

@@ -14,6 +14,8 @@ from bcc_pipeline.storage import write_parquet
 SPLIT_FILE = "split.parquet"
 LEDGER_FOLDER = "ledger"
 """Under artifacts/stratified_split/: the assignment every later run keeps."""
+CODE_VERSION = "1"
+"""Bump when the split logic changes: the UI then marks this asset and what follows stale."""
 
 
 class SplitConfig(dg.Config):
@@ -44,6 +46,7 @@ class SplitConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     kinds={"pandas", "parquet"},
+    code_version=CODE_VERSION,
     description=(
         "Usable images with a train/val/test split: seeded, stratified by class, with exact "
         "and near-duplicate groups never crossing splits and conflicting labels excluded. "

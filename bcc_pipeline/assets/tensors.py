@@ -16,6 +16,9 @@ from bcc_pipeline.data.split import SPLITS, split_fingerprint
 from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_tensor_splits
 from bcc_pipeline.resources import ArtifactsResource, DatasetResource, LaunchChecksResource
 
+CODE_VERSION = "1"
+"""Bump when the decoding logic changes: the UI then marks this asset and what follows stale."""
+
 
 class TensorsConfig(dg.Config):
     image_size: int = Field(
@@ -32,6 +35,7 @@ class TensorsConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     kinds={"numpy"},
+    code_version=CODE_VERSION,
     description=(
         "Every split decoded once (JPEG draft mode, all cores), padded to square and resized "
         "with antialiasing: uint8 NCHW RGB arrays, labels and class names. Not normalised: "

@@ -13,10 +13,17 @@ from bcc_pipeline.assets.common import (
 )
 from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.ml.settings import TrainingSettings
-from bcc_pipeline.resources import AcceleratorResource, ArtifactsResource, LaunchChecksResource
+from bcc_pipeline.resources import (
+    AcceleratorResource,
+    ArtifactsResource,
+    LaunchChecksResource,
+    TrackingResource,
+)
 from bcc_pipeline.storage import work_dir, write_text
 
 CHECKPOINT_FILE = "model.pt"
+CODE_VERSION = "1"
+"""Bump when the training logic changes: the UI then marks vit_checkpoint and what follows stale."""
 
 
 class TrainingConfig(dg.Config, TrainingSettings):
@@ -26,6 +33,7 @@ class TrainingConfig(dg.Config, TrainingSettings):
 @dg.asset(
     group_name=GROUP,
     kinds={"pytorch"},
+    code_version=CODE_VERSION,
     description=(
         "The fine-tuned classifier at its best val_loss epoch: weights, class names, "
         "preprocessing, config and library versions in one plain-data file "
@@ -38,6 +46,7 @@ def vit_checkpoint(
     config: TrainingConfig,
     accelerator: AcceleratorResource,
     artifacts: ArtifactsResource,
+    tracking: TrackingResource,
     preprocessed_tensors: str,
 ) -> dg.Output[str]:
     import torch
@@ -110,6 +119,16 @@ def vit_checkpoint(
             "run_id": context.run.run_id,
         },
     )
+    mlflow_links = tracking.log_training(
+        context.run,
+        config,
+        device,
+        tensors,
+        result.history,
+        summary,
+        checkpoint=path,
+        files=[folder / "history.csv", curves],
+    )
     context.log.info(
         f"best epoch {result.best_epoch}/{result.epochs_run}: val_loss "
         f"{result.best_val_loss:.4f}, val_acc {result.best_val_acc:.3f}; temperature "
@@ -130,5 +149,6 @@ def vit_checkpoint(
             "training_curves": dg.MetadataValue.md(markdown_image(curves, "training curves")),
             "split_fingerprint": tensors.fingerprint,
             "temperature": round(temperature, 4),
+            **mlflow_links,
         },
     )

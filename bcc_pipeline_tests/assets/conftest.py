@@ -14,6 +14,7 @@ from bcc_pipeline.resources import (
     DatasetResource,
     LaunchChecksResource,
     QualityGatesResource,
+    TrackingResource,
 )
 
 ASSETS = [
@@ -36,19 +37,23 @@ def resources(
     artifacts_root: Path,
     accelerator: str = "cpu",
     accuracy_floor: float = 0.8,
+    tracking: bool = False,
     **dataset_options,
 ) -> dict:
-    """Every resource the assets take, as a user would configure them."""
+    """Every resource the assets take, as a user would configure them; MLflow tracking (into
+    the default store under the artifacts root) only where a test asks for it."""
     dataset = DatasetResource(data_dir=str(data_dir), **dataset_options)
     artifacts = ArtifactsResource(root=str(artifacts_root))
     device = AcceleratorResource(accelerator=accelerator)
+    quality = QualityGatesResource(accuracy_floor=accuracy_floor)
     return {
         "dataset": dataset,
         "artifacts": artifacts,
         "accelerator": device,
-        "quality": QualityGatesResource(accuracy_floor=accuracy_floor),
+        "quality": quality,
+        "tracking": TrackingResource(artifacts=artifacts, enabled=tracking),
         "launch_checks": LaunchChecksResource(
-            dataset=dataset, artifacts=artifacts, accelerator=device
+            dataset=dataset, artifacts=artifacts, accelerator=device, quality=quality
         ),
     }
 

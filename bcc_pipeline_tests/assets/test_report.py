@@ -93,6 +93,7 @@ def _evaluate(result, tmp_path, **inputs) -> None:
         accelerator=run["accelerator"],
         artifacts=run["artifacts"],
         dataset=run["dataset"],
+        tracking=run["tracking"],
         **{**upstream, **inputs},
     )
 
