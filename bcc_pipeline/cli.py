@@ -12,6 +12,8 @@ from pathlib import Path
 from bcc_pipeline import sample_data
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+UNCERTAIN_BELOW = 0.6
+"""predict's default: below this calibrated top probability a prediction is marked uncertain."""
 
 
 def _sample_data(args: argparse.Namespace) -> int:
@@ -30,14 +32,24 @@ def _sample_data(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from bcc_pipeline.ml.checkpoint import CheckpointError
+    from bcc_pipeline.ml.explain import ExplanationUnavailableError
     from bcc_pipeline.ml.predict import predict_files
+    from bcc_pipeline.storage import UnwritableDirError, check_writable_dir
 
     failed = 0
     try:
-        for result in predict_files(args.checkpoint, args.images):
+        if args.explain is not None:
+            check_writable_dir(args.explain)
+        results = predict_files(
+            args.checkpoint,
+            args.images,
+            uncertain_below=args.uncertain_below,
+            explain_dir=args.explain,
+        )
+        for result in results:
             failed += "error" in result
             print(json.dumps(result), flush=True)
-    except CheckpointError as err:
+    except (CheckpointError, UnwritableDirError, ExplanationUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 1 if failed else 0
@@ -110,6 +122,17 @@ def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bcc-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -134,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="model.pt from a run, or production_model's pointer (current.json)",
     )
     predict.add_argument("images", nargs="+", type=Path, help="image files")
+    predict.add_argument(
+        "--uncertain-below",
+        type=_fraction,
+        default=UNCERTAIN_BELOW,
+        metavar="P",
+        help="mark a prediction uncertain when its calibrated top probability is below P "
+        f"({UNCERTAIN_BELOW})",
+    )
+    predict.add_argument(
+        "--explain",
+        type=Path,
+        metavar="DIR",
+        help="also write an explanation map (where the model looked) per image into DIR",
+    )
     predict.set_defaults(run=_predict)
 
     demo = commands.add_parser("demo", help="sample data + training_job on the CPU, offline")

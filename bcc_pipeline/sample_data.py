@@ -9,6 +9,7 @@ brightness is normalised identically for every class so that a model cannot shor
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,9 @@ the smallest model input); one 4096 px slice already takes 1.3 GB of memory to d
 # that mean brightness carries no class information.
 _REFERENCE_MEAN = 0.22
 _JPEG_QUALITY = 90
+SYNTHETIC_MARK = b"bcc_pipeline synthetic sample: drawn by a program, not a medical image"
+"""The comment of every generated JPEG: the image says it is synthetic wherever it is copied,
+and the manifest records it (column `synthetic`), so that reports and model cards can say so."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,7 +189,8 @@ def generate_sample_dataset(
     class-folder parent (OUT/Brain_Cancer raw MRI data/Brain_Cancer).
 
     Each image has its own RNG seeded by (seed, class, index), so output is byte-reproducible and
-    a smaller per_class yields a prefix of a larger one. A folder that cannot be written is an
+    a smaller per_class yields a prefix of a larger one. Every JPEG carries SYNTHETIC_MARK as
+    its comment. A folder that cannot be written is an
     UnwritableDirError naming it and why.
     """
     root = Path(out_dir) / KAGGLE_SUBDIR
@@ -196,5 +201,13 @@ def generate_sample_dataset(
             rng = np.random.default_rng([seed, class_idx, i])
             pixels = render_slice(label, rng, size)
             with atomic_path(class_dir / f"{label}_{i:04d}.jpg") as tmp:
-                Image.fromarray(pixels).save(tmp, format="JPEG", quality=_JPEG_QUALITY)
+                Image.fromarray(pixels).save(
+                    tmp, format="JPEG", quality=_JPEG_QUALITY, comment=SYNTHETIC_MARK
+                )
     return root
+
+
+def is_synthetic(data: bytes) -> bool:
+    """Whether an image file's bytes carry the generator's mark (reads the header only)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.info.get("comment") == SYNTHETIC_MARK

@@ -25,6 +25,22 @@ REPORT_KEYS = {
     "per_class",
     "confusion_matrix",
     "n_test",
+    "macro_auroc",
+    "macro_auroc_ci95",
+    "ece",
+    "ece_uncalibrated",
+    "temperature",
+}
+PER_CLASS_KEYS = {
+    "precision",
+    "recall",
+    "f1",
+    "support",
+    "auroc",
+    "sensitivity",
+    "specificity",
+    "sensitivity_ci95",
+    "specificity_ci95",
 }
 
 

@@ -105,6 +105,47 @@ def test_predict_with_a_text_file_as_checkpoint_says_so_in_one_line(tmp_path):
     )
 
 
+def test_predict_explain_writes_one_map_per_image_and_still_one_json_line_each(
+    sample_root, tmp_path
+):
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt", temperature=2.0)
+    images = sorted(sample_root.rglob("*.jpg"))[:3]
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    maps = tmp_path / "maps"
+    args = ("--checkpoint", str(checkpoint), "--explain", str(maps), "--uncertain-below", "0.9")
+    completed = _run("predict", *args, *map(str, [*images, bad]), cwd=tmp_path)
+    assert completed.returncode == 1, completed.stderr
+    lines = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [line["path"] for line in lines] == list(map(str, [*images, bad]))
+    assert sorted(maps.iterdir()) == sorted(Path(line["explanation"]) for line in lines[:3])
+    for line in lines[:3]:
+        with Image.open(line["explanation"]) as figure:
+            assert figure.format == "PNG"
+        # An untrained model over 3 classes is never 90% sure once calibrated.
+        assert line["uncertain"] is True
+    assert "explanation" not in lines[3] and lines[3]["status"] == "not_an_image"
+
+
+def test_predict_into_an_unwritable_explain_folder_is_one_clear_line(sample_root, tmp_path):
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt")
+    (tmp_path / "taken").write_text("a file")
+    image = str(sorted(sample_root.rglob("*.jpg"))[0])
+    completed = _run(
+        "predict", "--checkpoint", str(checkpoint), "--explain", "taken/maps", image, cwd=tmp_path
+    )
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr == "error: cannot write to taken/maps: taken is a file, not a folder\n"
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan", "high"])
+def test_predict_refuses_an_uncertainty_threshold_that_is_no_probability(tmp_path, value):
+    completed = _run("predict", "--checkpoint", "m.pt", "--uncertain-below", value, "x.jpg",
+                     cwd=tmp_path)  # fmt: skip
+    assert completed.returncode == 2
+    assert "argument --uncertain-below:" in completed.stderr.splitlines()[-1]
+
+
 def test_sample_data_into_a_file_is_one_clear_line(tmp_path):
     (tmp_path / "taken").write_text("a file")
     completed = _run("sample-data", "taken", "--per-class", "1", "--size", "32", cwd=tmp_path)

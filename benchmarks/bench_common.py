@@ -43,7 +43,8 @@ DATASET_CACHE = Path("/tmp/bcc-bench/kaggle6056")
 GIB = 1024**3
 COPY_SUFFIX = " - Copy.jpg"
 JPEG_QUALITY = 90
-"""What generate_sample_dataset writes with; ensure_dataset checks that its files match."""
+"""What generate_sample_dataset writes with (and its SYNTHETIC_MARK comment); ensure_dataset
+checks that its files match."""
 
 
 # --------------------------------------------------------------------------- command line
@@ -235,12 +236,12 @@ def _write_slice(job: tuple[str, int, int, int, Path]) -> None:
     import numpy as np
     from PIL import Image
 
-    from bcc_pipeline.sample_data import render_slice
+    from bcc_pipeline.sample_data import SYNTHETIC_MARK, render_slice
 
     label, class_index, number, size, path = job
     pixels = render_slice(label, np.random.default_rng([0, class_index, number]), size)
     tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(tmp, format="JPEG", quality=JPEG_QUALITY)
+    Image.fromarray(pixels).save(tmp, format="JPEG", quality=JPEG_QUALITY, comment=SYNTHETIC_MARK)
     os.replace(tmp, path)
 
 

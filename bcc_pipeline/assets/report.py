@@ -12,14 +12,20 @@ from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.resources import (
     AcceleratorResource,
     ArtifactsResource,
+    DatasetResource,
     LaunchChecksResource,
     TrackingResource,
 )
 from bcc_pipeline.storage import write_json, write_text
 
 REPORT_FILE = "report.json"
-CODE_VERSION = "1"
+MODEL_CARD_FILE = "model_card.md"
+CODE_VERSION = "2"
 """Bump when the evaluation logic changes: the UI then marks the report and what follows stale."""
+
+
+def _rounded(value: float | None) -> float:
+    return float("nan") if value is None else round(value, 4)
 
 
 @dg.asset(
@@ -28,8 +34,10 @@ CODE_VERSION = "1"
     code_version=CODE_VERSION,
     description=(
         "Test-split evaluation of vit_checkpoint: accuracy with a 95% Wilson interval, loss, "
-        "per-class precision/recall/F1, macro F1 and the confusion matrix, as report.json, "
-        "report.md and PNG plots."
+        "per-class precision/recall/F1, sensitivity and specificity with Wilson intervals, "
+        "one-vs-rest AUROC, macro AUROC with a bootstrap interval over duplicate groups, "
+        "calibration (ECE before and after temperature scaling, reliability diagram), "
+        "explanation maps and a model card, as report.json, report.md, model_card.md and PNGs."
     ),
 )
 def test_metrics_report(
@@ -37,16 +45,27 @@ def test_metrics_report(
     launch_checks: LaunchChecksResource,
     accelerator: AcceleratorResource,
     artifacts: ArtifactsResource,
+    dataset: DatasetResource,
     tracking: TrackingResource,
     vit_checkpoint: str,
     preprocessed_tensors: str,
+    stratified_split: str,
 ) -> dg.Output[str]:
+    import pandas as pd
     import torch
 
+    from bcc_pipeline.data.split import split_fingerprint
     from bcc_pipeline.data.tensors import TensorSplits
-    from bcc_pipeline.ml.checkpoint import load_classifier, stored_inference_dtype
+    from bcc_pipeline.ml.calibration import calibrated_probabilities, reliability_bins
+    from bcc_pipeline.ml.checkpoint import (
+        load_classifier,
+        stored_inference_dtype,
+        stored_temperature,
+    )
     from bcc_pipeline.ml.evaluation import classification_report, predict_logits, report_markdown
-    from bcc_pipeline.ml.plots import confusion_matrix_plot, per_class_plot
+    from bcc_pipeline.ml.explain import ExplanationUnavailableError, explain_examples
+    from bcc_pipeline.ml.model_card import DataSummary, model_card_markdown
+    from bcc_pipeline.ml.plots import confusion_matrix_plot, per_class_plot, reliability_plot
 
     tensors = TensorSplits.open(preprocessed_tensors)
     net, payload = load_classifier(vit_checkpoint)
@@ -55,33 +74,89 @@ def test_metrics_report(
             f"checkpoint was trained on split {payload['split_fingerprint']}, but the tensors "
             f"are of split {tensors.fingerprint}: evaluating it here would leak training images"
         )
+    table = pd.read_parquet(stratified_split)
+    if split_fingerprint(table) != tensors.fingerprint:
+        raise dg.Failure(
+            f"the split table is split {split_fingerprint(table)}, but the tensors are of split "
+            f"{tensors.fingerprint}: re-materialize preprocessed_tensors"
+        )
     with user_errors(ConfigError):
         device = accelerator.trainer_device()
     # The precision the trained part saw its inputs in, recorded in the checkpoint.
     dtype = stored_inference_dtype(payload)
     logits = predict_logits(net, tensors.images("test"), device.torch_device, dtype)
     labels = torch.from_numpy(tensors.labels("test"))
-    report = classification_report(logits, labels, tensors.class_names)
+    temperature = stored_temperature(payload)
+    paths = tensors.paths("test")
+    # The bootstrap resamples whole duplicate groups: the split table names each image's.
+    groups = table.set_index("path").loc[paths, "group"].tolist()
+    report = classification_report(
+        logits, labels, tensors.class_names, temperature=temperature, groups=groups
+    )
+    data = DataSummary.of(table)
+    report["provenance"] = {
+        "data_dir": str(dataset.path.resolve()),
+        "synthetic": data.synthetic,
+        "backbone": payload["backbone"]["name"],
+        "weights": payload["backbone"]["weights"],
+        "checkpoint": vit_checkpoint,
+        "model_run_id": payload["run_id"],
+        "run_id": context.run.run_id,
+        "split_fingerprint": tensors.fingerprint,
+    }
 
     folder = artifacts.run_dir("test_metrics_report", context.run.run_id)
-    confusion = confusion_matrix_plot(report, folder / "confusion_matrix.png")
-    per_class = per_class_plot(report, folder / "per_class.png")
+    probabilities = calibrated_probabilities(logits, temperature)
+    figures = {
+        "confusion matrix": confusion_matrix_plot(report, folder / "confusion_matrix.png"),
+        "per-class scores": per_class_plot(report, folder / "per_class.png"),
+        "reliability diagram": reliability_plot(
+            reliability_bins(calibrated_probabilities(logits, 1.0), labels),
+            reliability_bins(probabilities, labels),
+            report,
+            folder / "reliability.png",
+        ),
+    }
+    try:
+        explanations = explain_examples(
+            net,
+            tensors.images("test"),
+            labels.numpy(),
+            probabilities,
+            tensors.class_names,
+            paths,
+            folder,
+            device.torch_device,
+        )
+        figures[f"explanation maps ({explanations.method})"] = explanations.grid
+        method, n_maps = explanations.method, len(explanations.files)
+    except ExplanationUnavailableError as err:
+        context.log.warning(str(err))
+        method, n_maps = None, 0
+    card = model_card_markdown(report, payload, data, method)
+    card_path = write_text(folder / MODEL_CARD_FILE, card)
+
     precision = str(dtype).removeprefix("torch.")
     markdown = report_markdown(
         report, f"Test metrics ({precision} inference on {device.accelerator})"
     )
-    figures = f"\n![confusion matrix]({confusion.name})\n\n![per-class scores]({per_class.name})\n"
-    write_text(folder / "report.md", markdown + figures)
+    linked = "".join(f"\n![{caption}]({path.name})\n" for caption, path in figures.items())
+    write_text(
+        folder / "report.md",
+        f"{markdown}{linked}\nModel card: [{card_path.name}]({card_path.name})\n",
+    )
     path = write_json(folder / REPORT_FILE, report)
     low, high = report["accuracy_ci95"]
     context.log.info(
         f"test accuracy {report['accuracy']:.4f} (95% CI {low:.3f}-{high:.3f}, "
-        f"n={report['n_test']}), macro F1 {report['macro_f1']:.4f}"
+        f"n={report['n_test']}), macro F1 {report['macro_f1']:.4f}, macro AUROC "
+        f"{_rounded(report['macro_auroc'])}, ECE {report['ece']:.4f} (T = {temperature:.3f})"
     )
     mlflow_links = tracking.log_evaluation(context.run, report, folder)
     inline_figures = "\n\n".join(
-        [markdown_image(confusion, "confusion matrix"), markdown_image(per_class, "per class")]
+        markdown_image(figure, caption) for caption, figure in figures.items()
     )
+    auroc_low, auroc_high = report["macro_auroc_ci95"] or (None, None)
     return dg.Output(
         str(path),
         metadata={
@@ -92,8 +167,18 @@ def test_metrics_report(
             "macro_f1": report["macro_f1"],
             "loss": report["loss"],
             "n_test": report["n_test"],
+            "macro_auroc": _rounded(report["macro_auroc"]),
+            "macro_auroc_ci95_low": _rounded(auroc_low),
+            "macro_auroc_ci95_high": _rounded(auroc_high),
+            "ece": round(report["ece"], 4),
+            "ece_uncalibrated": round(report["ece_uncalibrated"], 4),
+            "temperature": round(temperature, 4),
+            "synthetic": "not recorded" if data.synthetic is None else data.synthetic,
+            "explanation_maps": n_maps,
             "report": dg.MetadataValue.md(markdown + "\n" + inline_figures),
             "report_md": dg.MetadataValue.path(str(folder / "report.md")),
+            "model_card": dg.MetadataValue.md(card),
+            "model_card_md": dg.MetadataValue.path(str(card_path)),
             "inference_dtype": precision,
             **mlflow_links,
         },

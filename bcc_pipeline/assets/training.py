@@ -49,8 +49,12 @@ def vit_checkpoint(
     tracking: TrackingResource,
     preprocessed_tensors: str,
 ) -> dg.Output[str]:
+    import torch
+
     from bcc_pipeline.data.tensors import TensorSplits
+    from bcc_pipeline.ml.calibration import fit_temperature
     from bcc_pipeline.ml.checkpoint import save_checkpoint
+    from bcc_pipeline.ml.evaluation import predict_logits
     from bcc_pipeline.ml.plots import training_curves_plot
     from bcc_pipeline.ml.training import fit_classifier
 
@@ -77,6 +81,11 @@ def vit_checkpoint(
             log=log,
             feature_stores=artifacts.store_dir("features"),
         )
+    # Calibrated on the best model's val logits, in the precision the report evaluates in.
+    val_logits = predict_logits(
+        result.net, tensors.images("val"), device.torch_device, result.inference_dtype
+    )
+    temperature = fit_temperature(val_logits, torch.from_numpy(tensors.labels("val")))
     write_text(folder / "history.csv", result.history.to_csv(index=False))
     curves = training_curves_plot(result.history, folder / "training_curves.png", result.best_epoch)
     summary = {
@@ -100,6 +109,7 @@ def vit_checkpoint(
         backbone=config.backbone,
         weights=config.weights,
         inference_dtype=result.inference_dtype,
+        temperature=temperature,
         extra={
             "split_fingerprint": tensors.fingerprint,
             # What the model has seen, so that a later gate never credits it with these images.
@@ -121,7 +131,8 @@ def vit_checkpoint(
     )
     context.log.info(
         f"best epoch {result.best_epoch}/{result.epochs_run}: val_loss "
-        f"{result.best_val_loss:.4f}, val_acc {result.best_val_acc:.3f}"
+        f"{result.best_val_loss:.4f}, val_acc {result.best_val_acc:.3f}; temperature "
+        f"{temperature:.3f}"
     )
     return dg.Output(
         str(path),
@@ -137,6 +148,7 @@ def vit_checkpoint(
             "history": markdown_table(result.history.round(4)),
             "training_curves": dg.MetadataValue.md(markdown_image(curves, "training curves")),
             "split_fingerprint": tensors.fingerprint,
+            "temperature": round(temperature, 4),
             **mlflow_links,
         },
     )

@@ -21,6 +21,7 @@ from bcc_pipeline.data.images import (
     read_image_file,
 )
 from bcc_pipeline.data.parallel import parallel_map
+from bcc_pipeline.sample_data import is_synthetic
 
 MANIFEST_COLUMNS = [
     "path",
@@ -34,6 +35,7 @@ MANIFEST_COLUMNS = [
     "phash",
     "status",
     "error",
+    "synthetic",
 ]
 OS_FILE_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini", "ehthumbs.db", "icon\r"})
 HASH_DRAFT_SIZE = 128
@@ -168,6 +170,7 @@ def inspect_file(path: Path, data_dir: Path, max_file_bytes: int) -> dict:
         "mode": image.mode,
         "phash": perceptual_hash(image.rgb),
         "status": "ok",
+        "synthetic": is_synthetic(data),
     }
 
 
@@ -224,6 +227,7 @@ def scan_folder(
         manifest[column] = manifest[column].astype("Int64")
     for column in ("label", "sha256", "format", "mode", "phash", "status", "error"):
         manifest[column] = manifest[column].fillna("").astype(str)
+    manifest["synthetic"] = manifest["synthetic"].eq(True)  # rows that are no image: False
     return manifest.sort_values("path", ignore_index=True)
 
 

@@ -149,6 +149,15 @@ def check_backbone(
             _load_state_dict(model, state_dict, weights)
 
 
+def weights_origin(backbone: str, weights: str) -> str:
+    """Where the starting weights came from, in words, for the model card."""
+    if _is_local_file(weights):
+        return f"a local state-dict file, {weights}"
+    if not _is_pretrained(weights) or backbone == TINY_VIT:
+        return "random initialisation (no pretrained weights)"
+    return f"torchvision's pretrained {_weights_enum(backbone, weights)}"
+
+
 def fetch_weights(backbone: str, weights: str) -> Path | None:
     """The cached file of pretrained weights, downloaded first if it is not there yet; None
     for random init or a local file. Offline without the file, the error says where to put it."""

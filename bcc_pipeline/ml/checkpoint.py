@@ -41,9 +41,11 @@ def save_checkpoint(
     weights: str,
     inference_dtype: torch.dtype,
     extra: dict[str, Any],
+    temperature: float = 1.0,
 ) -> Path:
     """Write the weights with everything needed to use them: class names, input size,
-    normalisation, backbone config, the precision to evaluate in, plus `extra` metadata."""
+    normalisation, backbone config, the precision to evaluate in, the temperature that
+    calibrates its probabilities (1.0: uncalibrated), plus `extra` metadata."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
@@ -62,6 +64,8 @@ def save_checkpoint(
         # The precision the head was trained against (that of the cached frozen features);
         # evaluating in it reproduces the validation numbers.
         "inference_dtype": str(inference_dtype).removeprefix("torch."),
+        # softmax(logits / temperature) are calibrated probabilities (fitted on val).
+        "temperature": float(temperature),
         "versions": {
             "torch": str(torch.__version__),
             "torchvision": str(torchvision.__version__),
@@ -155,3 +159,8 @@ def load_classifier(path: Path | str) -> tuple[ClassifierNet, dict[str, Any]]:
 def stored_inference_dtype(payload: dict[str, Any]) -> torch.dtype:
     """The precision the checkpoint asks to be evaluated in (float32 for older files)."""
     return INFERENCE_DTYPES.get(payload.get("inference_dtype", "float32"), torch.float32)
+
+
+def stored_temperature(payload: dict[str, Any]) -> float:
+    """The temperature that calibrates the checkpoint's probabilities (1.0 for older files)."""
+    return float(payload.get("temperature", 1.0))

@@ -1,23 +1,33 @@
-"""Test-set evaluation with torchmetrics, an honest interval on accuracy, and its report."""
+"""Test-set evaluation with torchmetrics: honest intervals on accuracy, sensitivity,
+specificity and AUROC, calibration, and the report."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy.stats import binomtest
+from scipy.stats import binomtest, bootstrap
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassConfusionMatrix,
     MulticlassF1Score,
     MulticlassPrecision,
     MulticlassRecall,
+    MulticlassSpecificity,
+    MulticlassStatScores,
 )
+from torchmetrics.functional.classification import multiclass_auroc
 
 from bcc_pipeline.data.tensors import MappedArray
+from bcc_pipeline.ml.calibration import calibrated_probabilities, expected_calibration_error
 from bcc_pipeline.ml.network import ClassifierNet, inference_copy
+
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
 
 
 @torch.inference_mode()
@@ -46,21 +56,95 @@ def wilson_interval(successes: int, total: int) -> tuple[float, float]:
     return (float(interval.low), float(interval.high))
 
 
+def auroc_per_class(probabilities: torch.Tensor, labels: torch.Tensor) -> list[float | None]:
+    """One-vs-rest AUROC of each class's probability; None where the labels hold no positive
+    or no negative of the class (torchmetrics would say 0 there, which reads as a result)."""
+    n = probabilities.shape[1]
+    counts = torch.bincount(labels, minlength=n)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No (positive|negative) samples in targets")
+        values = multiclass_auroc(probabilities, labels, n, average=None)
+    return [float(v) if 0 < counts[i] < len(labels) else None for i, v in enumerate(values)]
+
+
+def macro_auroc(probabilities: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Mean one-vs-rest AUROC over the classes where it is defined."""
+    defined = [v for v in auroc_per_class(probabilities, labels) if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def macro_auroc_interval(
+    probabilities: torch.Tensor,
+    labels: torch.Tensor,
+    groups: Sequence[str],
+    seed: int = BOOTSTRAP_SEED,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[float, float] | None:
+    """95% percentile interval of the macro AUROC from a bootstrap over duplicate groups,
+    stratified by class as the split was: each resample draws every class's groups with
+    replacement, and a drawn group brings all its images, so near-identical slices count as
+    one draw and cannot make the interval look narrower than the evidence is. A class with a
+    single group is kept as it is in every resample. None where the AUROC is undefined."""
+    if macro_auroc(probabilities, labels) is None:
+        return None
+    frame = pd.DataFrame({"label": labels.numpy(), "group": list(groups)})
+    clusters = frame.groupby(["label", "group"], sort=True).indices
+    members = list(clusters.values())
+    cluster_labels = np.array([label for label, _ in clusters])
+    per_class = [np.flatnonzero(cluster_labels == label) for label in np.unique(cluster_labels)]
+    drawn = tuple(ids for ids in per_class if len(ids) > 1)
+    fixed = [members[i] for ids in per_class if len(ids) == 1 for i in ids]
+
+    def statistic(*samples: np.ndarray) -> float:
+        rows = np.concatenate(fixed + [members[i] for ids in samples for i in ids])
+        return macro_auroc(probabilities[rows], labels[rows])
+
+    if not drawn:
+        point = statistic()
+        return (point, point)
+    result = bootstrap(
+        drawn,
+        statistic,
+        n_resamples=resamples,
+        vectorized=False,
+        paired=False,
+        method="percentile",
+        confidence_level=0.95,
+        rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return (float(interval.low), float(interval.high))
+
+
 def classification_report(
-    logits: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str]
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    *,
+    temperature: float = 1.0,
+    groups: Sequence[str] | None = None,
 ) -> dict:
     """report.json content (its keys are a contract: other people's scripts read them); rows
-    of the confusion matrix are the true class."""
+    of the confusion matrix are the true class. AUROC and ECE use the probabilities calibrated
+    with `temperature`; predictions (the argmax) do not depend on it, nor does `loss`, the
+    model's own cross-entropy as in training. `groups` names each image's duplicate group for
+    the AUROC interval (None: every image is its own)."""
     n = len(class_names)
     predictions = logits.argmax(dim=1)
     accuracy = float(MulticlassAccuracy(n, average="micro")(predictions, labels))
     correct = int((predictions == labels).sum())
     precision = MulticlassPrecision(n, average=None, zero_division=0)(predictions, labels)
     recall = MulticlassRecall(n, average=None, zero_division=0)(predictions, labels)
+    specificity = MulticlassSpecificity(n, average=None, zero_division=0)(predictions, labels)
     f1 = MulticlassF1Score(n, average=None, zero_division=0)(predictions, labels)
     macro_f1 = float(MulticlassF1Score(n, average="macro", zero_division=0)(predictions, labels))
     confusion = MulticlassConfusionMatrix(n)(predictions, labels)
-    support = torch.bincount(labels, minlength=n)
+    # Per class: true positives, false positives, true negatives, false negatives, support.
+    counts = MulticlassStatScores(n, average=None)(predictions, labels).tolist()
+    probabilities = calibrated_probabilities(logits, temperature)
+    auroc = auroc_per_class(probabilities, labels)
+    groups = [str(i) for i in range(len(labels))] if groups is None else list(groups)
+    interval = macro_auroc_interval(probabilities, labels, groups)
     return {
         "accuracy": accuracy,
         "accuracy_ci95": list(wilson_interval(correct, len(labels))),
@@ -72,34 +156,43 @@ def classification_report(
                 "precision": float(precision[i]),
                 "recall": float(recall[i]),
                 "f1": float(f1[i]),
-                "support": int(support[i]),
+                "support": counts[i][4],
+                "auroc": auroc[i],
+                "sensitivity": float(recall[i]),
+                "specificity": float(specificity[i]),
+                "sensitivity_ci95": list(wilson_interval(tp, tp + fn)),
+                "specificity_ci95": list(wilson_interval(tn, tn + fp)),
             }
-            for i, name in enumerate(class_names)
+            for i, (name, (tp, fp, tn, fn, _)) in enumerate(zip(class_names, counts, strict=True))
         },
         "confusion_matrix": confusion.tolist(),
         "n_test": len(labels),
+        "macro_auroc": macro_auroc(probabilities, labels),
+        "macro_auroc_ci95": list(interval) if interval else None,
+        "ece": expected_calibration_error(probabilities, labels),
+        "ece_uncalibrated": expected_calibration_error(
+            calibrated_probabilities(logits, 1.0), labels
+        ),
+        "temperature": float(temperature),
     }
 
 
+def _interval(values: Sequence[float] | None) -> str:
+    return f"{values[0]:.3f} to {values[1]:.3f}" if values else "n/a"
+
+
+def _number(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def report_markdown(report: dict, title: str = "Test metrics") -> str:
-    """Human-readable report.md: headline, per-class table, confusion matrix."""
-    low, high = report["accuracy_ci95"]
-    lines = [
-        f"# {title}",
-        "",
-        f"- accuracy: **{report['accuracy']:.4f}** (95% Wilson CI {low:.4f} to {high:.4f}, "
-        f"n_test = {report['n_test']})",
-        f"- macro F1: **{report['macro_f1']:.4f}**",
-        f"- cross-entropy loss: {report['loss']:.4f}",
-        "",
-        "| class | precision | recall | F1 | support |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for name, scores in report["per_class"].items():
-        lines.append(
-            f"| {name} | {scores['precision']:.3f} | {scores['recall']:.3f} | "
-            f"{scores['f1']:.3f} | {scores['support']} |"
-        )
+    """Human-readable report.md: what it is about, headline with intervals, calibration,
+    per-class table, confusion matrix."""
+    lines = [f"# {title}", ""]
+    provenance = report.get("provenance")
+    if provenance:
+        lines += [*provenance_lines(provenance), ""]
+    lines += [*headline_lines(report), "", *per_class_table(report)]
     names = report["class_names"]
     lines += [
         "",
@@ -111,3 +204,47 @@ def report_markdown(report: dict, title: str = "Test metrics") -> str:
     for name, row in zip(names, report["confusion_matrix"], strict=True):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def provenance_lines(provenance: dict) -> list[str]:
+    """What a report or card is about, as markdown bullets."""
+    data = {True: " (**SYNTHETIC** images from bcc_pipeline's generator)", False: ""}
+    return [
+        f"- data: `{provenance['data_dir']}`"
+        + data.get(provenance["synthetic"], " (whether it is synthetic is not recorded)"),
+        f"- model: `{provenance['backbone']}`, weights `{provenance['weights']}`, trained in "
+        f"run `{provenance['model_run_id']}`, evaluated in run `{provenance['run_id']}`",
+        f"- split fingerprint: `{provenance['split_fingerprint']}`",
+    ]
+
+
+def headline_lines(report: dict) -> list[str]:
+    """Accuracy, macro F1, macro AUROC with their intervals, calibration and loss."""
+    low, high = report["accuracy_ci95"]
+    return [
+        f"- accuracy: **{report['accuracy']:.4f}** (95% Wilson CI {low:.4f} to {high:.4f}, "
+        f"n_test = {report['n_test']})",
+        f"- macro F1: **{report['macro_f1']:.4f}**",
+        f"- macro AUROC: **{_number(report['macro_auroc'], 4)}** (95% CI "
+        f"{_interval(report['macro_auroc_ci95'])}, bootstrap over duplicate groups)",
+        f"- calibration: ECE {report['ece']:.4f} after temperature scaling (T = "
+        f"{report['temperature']:.3f}, fitted on val), {report['ece_uncalibrated']:.4f} before",
+        f"- cross-entropy loss: {report['loss']:.4f}",
+    ]
+
+
+def per_class_table(report: dict) -> list[str]:
+    """The per-class markdown table: each rate with its 95% Wilson interval."""
+    lines = [
+        "| class | precision | sensitivity (recall), 95% CI | specificity, 95% CI | F1 "
+        "| AUROC | support |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, scores in report["per_class"].items():
+        lines.append(
+            f"| {name} | {scores['precision']:.3f} | {scores['sensitivity']:.3f} "
+            f"({_interval(scores['sensitivity_ci95'])}) | {scores['specificity']:.3f} "
+            f"({_interval(scores['specificity_ci95'])}) | {scores['f1']:.3f} | "
+            f"{_number(scores['auroc'])} | {scores['support']} |"
+        )
+    return lines

@@ -4,6 +4,7 @@ object API (no pyplot): no backend is chosen, no display is needed, no global st
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from bcc_pipeline.storage import atomic_path
+
+if TYPE_CHECKING:
+    from bcc_pipeline.ml.calibration import ReliabilityBins
 
 
 def _figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list[Axes]]:
@@ -88,4 +92,66 @@ def promotion_history_plot(history: pd.DataFrame, path: Path, floor: float) -> P
     axes.set_ylabel("accuracy on the compared test images")
     axes.set_title("Promotion decisions")
     axes.legend(loc="lower left", fontsize="small")
+    return _save(figure, path)
+
+
+def reliability_plot(
+    before: ReliabilityBins, after: ReliabilityBins, report: dict, path: Path
+) -> Path:
+    """Reliability diagram before and after temperature scaling: per confidence bin, the share
+    of correct predictions (bar, with its image count) and the mean confidence (dot); on the
+    diagonal a probability means what it says."""
+    figure, axes_pair = _figure(9, 4, columns=2)
+    titles = (
+        f"before: ECE {report['ece_uncalibrated']:.3f}",
+        f"after (T = {report['temperature']:.2f}): ECE {report['ece']:.3f}",
+    )
+    for axes, bins, title in zip(axes_pair, (before, after), titles, strict=True):
+        filled = np.flatnonzero(bins.count)
+        width = np.diff(bins.edges)
+        axes.bar(
+            bins.edges[filled],
+            bins.accuracy[filled],
+            width=width[filled],
+            align="edge",
+            edgecolor="black",
+            label="share correct",
+        )
+        axes.plot(
+            bins.confidence[filled],
+            bins.accuracy[filled],
+            "o",
+            color="tab:red",
+            label="mean confidence",
+        )
+        for index in filled:
+            centre = bins.edges[index] + width[index] / 2
+            axes.text(
+                centre, bins.accuracy[index] + 0.02, str(bins.count[index]), ha="center", fontsize=7
+            )
+        axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1.1)
+        axes.set_xlabel("top-class probability")
+        axes.set_ylabel("share correct")
+        axes.set_title(title)
+        axes.legend(loc="upper left", fontsize=8)
+    return _save(figure, path)
+
+
+def explanation_plot(
+    images: np.ndarray, maps: np.ndarray, captions: list[str], path: Path, columns: int = 4
+) -> Path:
+    """Each uint8 CHW image with its [0, 1] map laid over it (jet, 40% opaque), in a grid with
+    one caption per panel; one image makes a single-panel figure. Pixels are drawn as they are
+    (no smoothing): the PNG stays small enough to show inline on the asset page."""
+    columns = min(columns, len(images))
+    rows = -(-len(images) // columns)
+    figure = Figure(figsize=(2.6 * columns, 3.0 * rows))
+    for index, (image, heat, caption) in enumerate(zip(images, maps, captions, strict=True)):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        axes.imshow(np.asarray(image).transpose(1, 2, 0), interpolation="nearest")
+        axes.imshow(heat, cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0, interpolation="nearest")
+        axes.set_title(caption, fontsize=7)
+        axes.set_axis_off()
     return _save(figure, path)

@@ -8,26 +8,53 @@ from pathlib import Path
 import torch
 
 from bcc_pipeline.data.images import ImageRejected, model_input, read_image_file
-from bcc_pipeline.ml.checkpoint import load_classifier
+from bcc_pipeline.ml.calibration import calibrated_probabilities
+from bcc_pipeline.ml.checkpoint import load_classifier, stored_temperature
+from bcc_pipeline.ml.explain import (
+    Explainer,
+    explanation_caption,
+    map_file_name,
+    write_explanations,
+)
 
 
-def predict_files(checkpoint: Path | str, paths: Iterable[Path | str]) -> Iterator[dict]:
-    """One result per path, in order: the class and its probabilities, or the file's status
-    (empty, not_an_image, unreadable, too_large) and why in words. A bad file never stops
-    the images after it."""
+def predict_files(
+    checkpoint: Path | str,
+    paths: Iterable[Path | str],
+    *,
+    uncertain_below: float,
+    explain_dir: Path | None = None,
+) -> Iterator[dict]:
+    """One result per path, in order: the class, its calibrated probabilities (the checkpoint's
+    temperature; 1.0 for older files) and whether the top one is below `uncertain_below`, or
+    the file's status (empty, not_an_image, unreadable, too_large) and why in words. A bad file
+    never stops the images after it. With `explain_dir`, each classified image also gets an
+    explanation map there (see explain.py), named in its result."""
     module, payload = load_classifier(checkpoint)
     class_names, size = payload["class_names"], payload["image_size"]
-    for path in paths:
+    temperature = stored_temperature(payload)
+    # A backbone without a map fails here, before any image.
+    explainer = Explainer(module, torch.device("cpu")) if explain_dir is not None else None
+    for index, path in enumerate(paths):
         try:
             pixels = torch.from_numpy(model_input(read_image_file(path), size))[None]
         except ImageRejected as err:
             yield {"path": str(path), "status": err.status, "error": str(err)}
             continue
         with torch.inference_mode():
-            probabilities = torch.softmax(module(pixels).float(), dim=1)[0].tolist()
+            probabilities = calibrated_probabilities(module(pixels), temperature)[0].tolist()
         best = max(range(len(class_names)), key=probabilities.__getitem__)
-        yield {
+        result = {
             "path": str(path),
             "prediction": class_names[best],
             "probabilities": dict(zip(class_names, probabilities, strict=True)),
+            "uncertain": probabilities[best] < uncertain_below,
         }
+        if explainer is not None:
+            caption = explanation_caption(
+                class_names[best], probabilities[best], name=Path(path).name
+            )
+            file = explain_dir / map_file_name(index, str(path))
+            write_explanations(explainer, pixels.numpy(), [caption], [file])
+            result["explanation"] = str(file)
+        yield result

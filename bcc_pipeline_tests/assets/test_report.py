@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 
 from bcc_pipeline.assets.report import test_metrics_report as report_asset
+from bcc_pipeline.ml.checkpoint import read_checkpoint
+from bcc_pipeline.storage import write_parquet
 from bcc_pipeline_tests.assets.conftest import materialization, resources
-from bcc_pipeline_tests.conftest import REPORT_KEYS, save_tiny_checkpoint
+from bcc_pipeline_tests.conftest import PER_CLASS_KEYS, REPORT_KEYS, save_tiny_checkpoint
 
 # The shared pipeline run trains a model.
 pytestmark = pytest.mark.slow
@@ -18,7 +20,8 @@ def test_report_is_complete_and_agrees_with_the_split(pipeline_run):
     metadata = materialization(result, "test_metrics_report")
     report_path = Path(metadata["artifact_path"])
     report = json.loads(report_path.read_text())
-    assert set(report) == REPORT_KEYS
+    assert set(report) == REPORT_KEYS | {"provenance"}
+    assert all(set(scores) == PER_CLASS_KEYS for scores in report["per_class"].values())
     split = pd.read_parquet(materialization(result, "stratified_split")["artifact_path"])
     test_rows = split[split["split"] == "test"]
     assert report["n_test"] == len(test_rows)
@@ -29,25 +32,121 @@ def test_report_is_complete_and_agrees_with_the_split(pipeline_run):
     correct = sum(matrix[i][i] for i in range(len(matrix)))
     assert abs(report["accuracy"] - correct / report["n_test"]) < 1e-6
     assert metadata["accuracy"] == report["accuracy"]
-    for name in ("report.md", "confusion_matrix.png", "per_class.png"):
+    for name in ("report.md", "confusion_matrix.png", "per_class.png", "reliability.png"):
         assert (report_path.parent / name).stat().st_size > 0
-    assert "data:image/png;base64," in metadata["report"]
+    assert metadata["report"].count("data:image/png;base64,") == 4, "with reliability and maps"
+
+
+def test_report_is_calibrated_with_the_checkpoints_temperature(pipeline_run):
+    result = pipeline_run.result
+    report = json.loads(Path(result.output_for_node("test_metrics_report")).read_text())
+    checkpoint = read_checkpoint(result.output_for_node("vit_checkpoint"))
+    assert report["temperature"] == checkpoint["temperature"]
+    metadata = materialization(result, "test_metrics_report")
+    assert metadata["temperature"] == round(checkpoint["temperature"], 4)
+    assert metadata["ece"] == round(report["ece"], 4)
+    low, high = report["macro_auroc_ci95"]
+    assert low <= report["macro_auroc"] <= high
+
+
+def test_report_says_what_it_is_about(pipeline_run, sample_root):
+    result = pipeline_run.result
+    report_path = Path(result.output_for_node("test_metrics_report"))
+    provenance = json.loads(report_path.read_text())["provenance"]
+    assert provenance["data_dir"] == str(sample_root.resolve())
+    assert provenance["backbone"] == "vit_tiny" and provenance["weights"] == "none"
+    assert provenance["run_id"] == provenance["model_run_id"] == result.run_id
+    assert provenance["checkpoint"] == result.output_for_node("vit_checkpoint")
+    split = materialization(result, "stratified_split")
+    assert provenance["split_fingerprint"] == split["split_fingerprint"]
+    markdown = (report_path.parent / "report.md").read_text()
+    assert str(sample_root.resolve()) in markdown and split["split_fingerprint"] in markdown
+    # The sample is the generator's: its images carry the mark, the manifest records it.
+    assert provenance["synthetic"] is True
+    assert materialization(result, "test_metrics_report")["synthetic"] is True
+    assert "**SYNTHETIC**" in markdown
+
+
+def test_explanation_maps_and_model_card_sit_beside_the_report(pipeline_run):
+    result = pipeline_run.result
+    metadata = materialization(result, "test_metrics_report")
+    folder = Path(metadata["artifact_path"]).parent
+    maps = sorted((folder / "explanations").glob("*.png"))
+    # 9 test images, 3 per class: 2 sampled per class, plus the misclassified ones.
+    assert 6 <= len(maps) == metadata["explanation_maps"] <= 9
+    assert (folder / "explanation_grid.png").stat().st_size > 0
+    card = (folder / "model_card.md").read_text()
+    assert metadata["model_card"] == card
+    assert "not for clinical diagnosis" in card and "| brain_tumor |" in card
+
+
+def _evaluate(result, tmp_path, **inputs) -> None:
+    """test_metrics_report called directly on the run's upstream, `inputs` replaced."""
+    run = resources(Path("."), tmp_path / "artifacts")
+    upstream = {
+        name: result.output_for_node(name)
+        for name in ("vit_checkpoint", "preprocessed_tensors", "stratified_split")
+    }
+    report_asset(
+        dg.build_asset_context(),
+        launch_checks=run["launch_checks"],
+        accelerator=run["accelerator"],
+        artifacts=run["artifacts"],
+        dataset=run["dataset"],
+        tracking=run["tracking"],
+        **{**upstream, **inputs},
+    )
+
+
+class _Paths(dg.IOManager):
+    """Hands the report the upstream paths it is given, as the upstream assets would."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        self.paths = paths
+
+    def handle_output(self, context: dg.OutputContext, obj: str) -> None:
+        pass
+
+    def load_input(self, context: dg.InputContext) -> str:
+        return self.paths[context.asset_key.path[-1]]
 
 
 def test_a_checkpoint_of_another_split_is_never_evaluated(pipeline_run, tmp_path):
     """A model trained on another split has seen some of these test images."""
-    result = pipeline_run.result
-    tensors = materialization(result, "preprocessed_tensors")["artifact_path"]
     other = save_tiny_checkpoint(tmp_path / "model.pt", extra={"split_fingerprint": "0123abcd"})
-    run = resources(Path("."), tmp_path / "artifacts")
     with pytest.raises(dg.Failure, match="would leak training images"):
-        report_asset(
-            dg.build_asset_context(),
-            launch_checks=run["launch_checks"],
-            accelerator=run["accelerator"],
-            artifacts=run["artifacts"],
-            tracking=run["tracking"],
-            vit_checkpoint=str(other),
-            preprocessed_tensors=tensors,
-        )
+        _evaluate(pipeline_run.result, tmp_path, vit_checkpoint=str(other))
     assert not (tmp_path / "artifacts").exists(), "nothing is written for a refused model"
+
+
+def test_a_split_table_of_another_split_is_refused(pipeline_run, tmp_path):
+    """The duplicate groups of the AUROC interval must be those of the evaluated split."""
+    table = pd.read_parquet(pipeline_run.result.output_for_node("stratified_split"))
+    table["split"] = table["split"].sample(frac=1.0, random_state=0).to_numpy()
+    other = write_parquet(tmp_path / "split.parquet", table)
+    with pytest.raises(dg.Failure, match="re-materialize preprocessed_tensors"):
+        _evaluate(pipeline_run.result, tmp_path, stratified_split=str(other))
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_the_auroc_interval_resamples_the_split_tables_duplicate_groups(pipeline_run, tmp_path):
+    """With every test image of a class in one duplicate group there is nothing to resample:
+    the interval shrinks to the estimate. Counted image by image, it would not."""
+    result = pipeline_run.result
+    table = pd.read_parquet(result.output_for_node("stratified_split"))
+    test = table["split"] == "test"
+    table.loc[test, "group"] = "all-" + table.loc[test, "label"]
+    one_group_per_class = str(write_parquet(tmp_path / "split.parquet", table))
+    upstream = {
+        name: result.output_for_node(name) for name in ("vit_checkpoint", "preprocessed_tensors")
+    }
+    upstream["stratified_split"] = one_group_per_class
+    run = dg.materialize(
+        [report_asset, *(dg.AssetSpec(name) for name in upstream)],
+        resources={**resources(Path("."), tmp_path), "io_manager": _Paths(upstream)},
+    )
+    report = json.loads(Path(run.output_for_node("test_metrics_report")).read_text())
+    assert report["macro_auroc_ci95"] == [report["macro_auroc"]] * 2
+    original = json.loads(Path(result.output_for_node("test_metrics_report")).read_text())
+    low, high = original["macro_auroc_ci95"]
+    assert high > low

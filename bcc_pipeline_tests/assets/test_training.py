@@ -6,6 +6,10 @@ import pytest
 import torch
 
 from bcc_pipeline.assets.training import vit_checkpoint
+from bcc_pipeline.data.tensors import TensorSplits
+from bcc_pipeline.ml.calibration import fit_temperature
+from bcc_pipeline.ml.checkpoint import load_classifier, stored_inference_dtype
+from bcc_pipeline.ml.evaluation import predict_logits
 from bcc_pipeline_tests.assets.conftest import materialization, resources, tiny_run_config
 
 # The shared pipeline run trains a model.
@@ -49,6 +53,20 @@ def test_epoch_progress_reaches_the_run_log(pipeline_run):
     epoch_lines = [m for m in messages if m.startswith("epoch ")]
     assert len(epoch_lines) == 2
     assert "val_loss" in epoch_lines[0] and "train_acc" in epoch_lines[0]
+
+
+def test_temperature_is_fitted_on_the_best_models_val_logits(pipeline_run):
+    result = pipeline_run.result
+    metadata = materialization(result, "vit_checkpoint")
+    net, payload = load_classifier(metadata["artifact_path"])
+    tensors = TensorSplits.open(materialization(result, "preprocessed_tensors")["artifact_path"])
+    logits = predict_logits(
+        net, tensors.images("val"), torch.device("cpu"), stored_inference_dtype(payload)
+    )
+    expected = fit_temperature(logits, torch.from_numpy(tensors.labels("val")))
+    assert isinstance(payload["temperature"], float)
+    assert payload["temperature"] == pytest.approx(expected, rel=1e-6)
+    assert metadata["temperature"] == round(payload["temperature"], 4)
 
 
 def test_a_retrain_on_the_same_tensors_reads_the_stored_features_back(pipeline_run, tmp_path):

@@ -3,9 +3,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from bcc_pipeline.data.manifest import (
     BAD_NAME,
@@ -243,3 +245,17 @@ def test_any_file_content_gives_a_status(content):
         (row,) = scan_folder(folder).itertuples()
     assert row.status in {"ok", "empty", "not_an_image", "unreadable", "too_large"}
     assert (row.error == "") == (row.status == "ok")
+
+
+def test_generated_images_are_recorded_as_synthetic_and_no_other_file_is(messy_root):
+    root, _ = messy_root
+    glioma = root / KAGGLE_SUBDIR / "brain_glioma"
+    with Image.open(glioma / "brain_glioma_0001.jpg") as generated:
+        pixels = np.asarray(generated)
+    Image.fromarray(pixels).save(glioma / "same_pixels.jpg", format="JPEG")  # no mark
+    manifest = scan_folder(root)
+    generated = manifest["path"].str.contains(r"/brain_\w+_\d{4}\.jpg$")
+    assert generated.sum() == 90
+    assert manifest.loc[generated, "synthetic"].all()
+    assert not manifest.loc[~generated, "synthetic"].any()
+    assert manifest["synthetic"].dtype == bool

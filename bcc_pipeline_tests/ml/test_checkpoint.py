@@ -9,6 +9,7 @@ from bcc_pipeline.ml.checkpoint import (
     load_classifier,
     read_checkpoint,
     stored_inference_dtype,
+    stored_temperature,
 )
 from bcc_pipeline.ml.network import build_network
 from bcc_pipeline_tests.conftest import CLASSES, save_tiny_checkpoint
@@ -40,6 +41,14 @@ def test_checkpoint_is_plain_data_loadable_with_weights_only(checkpoint):
     assert payload["inference_dtype"] == "bfloat16"
     assert stored_inference_dtype(payload) == torch.bfloat16
     assert set(payload["versions"]) >= {"torch", "torchvision", "pytorch_lightning"}
+
+
+def test_temperature_is_a_plain_float_and_older_files_read_as_uncalibrated(tmp_path):
+    path = save_tiny_checkpoint(tmp_path / "model.pt", temperature=1.75)
+    payload = torch.load(path, weights_only=True)
+    assert payload["temperature"] == 1.75 and stored_temperature(payload) == 1.75
+    del payload["temperature"]
+    assert stored_temperature(payload) == 1.0
 
 
 def test_reloaded_model_predicts_identically(checkpoint):

@@ -1,10 +1,26 @@
+import math
+
 import pytest
 import torch
 
-from bcc_pipeline.ml.evaluation import classification_report, report_markdown, wilson_interval
-from bcc_pipeline_tests.conftest import REPORT_KEYS
+from bcc_pipeline.ml.calibration import calibrated_probabilities, expected_calibration_error
+from bcc_pipeline.ml.evaluation import (
+    classification_report,
+    macro_auroc,
+    macro_auroc_interval,
+    report_markdown,
+    wilson_interval,
+)
+from bcc_pipeline_tests.conftest import PER_CLASS_KEYS, REPORT_KEYS
 
 NAMES = ["brain_glioma", "brain_menin", "brain_tumor"]
+
+
+def _wilson_by_hand(successes: int, total: int, z: float = 1.959964) -> tuple[float, float]:
+    p = successes / total
+    centre = p + z * z / (2 * total)
+    spread = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
+    return ((centre - spread) / (1 + z * z / total), (centre + spread) / (1 + z * z / total))
 
 
 def test_wilson_interval_matches_published_values():
@@ -32,11 +48,114 @@ def test_report_is_internally_consistent():
     low, high = report["accuracy_ci95"]
     assert low < report["accuracy"] < high
     assert set(report) == REPORT_KEYS
+    assert all(set(scores) == PER_CLASS_KEYS for scores in report["per_class"].values())
 
 
-def test_markdown_lists_every_class_and_the_interval():
+def test_sensitivity_and_specificity_with_wilson_intervals_by_hand():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    predicted = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 0, 0])
+    report = classification_report(torch.nn.functional.one_hot(predicted, 3) * 4.0, labels, NAMES)
+    # brain_glioma: 3 of 4 gliomas found; 4 of the 6 others not called glioma (2 tumours were).
+    # brain_tumor: 2 of 4 found; 5 of the 6 others not called tumour (1 meningioma was).
+    for name, (tp, positives), (tn, negatives) in [
+        ("brain_glioma", (3, 4), (4, 6)),
+        ("brain_tumor", (2, 4), (5, 6)),
+    ]:
+        scores = report["per_class"][name]
+        assert scores["sensitivity"] == pytest.approx(tp / positives)
+        assert scores["specificity"] == pytest.approx(tn / negatives)
+        assert scores["sensitivity_ci95"] == pytest.approx(_wilson_by_hand(tp, positives))
+        assert scores["specificity_ci95"] == pytest.approx(_wilson_by_hand(tn, negatives))
+
+
+def test_auroc_per_class_and_macro_by_hand():
+    probabilities = torch.tensor(
+        [
+            [0.8, 0.1, 0.1],
+            [0.4, 0.5, 0.1],
+            [0.3, 0.6, 0.1],
+            [0.5, 0.2, 0.3],
+            [0.15, 0.25, 0.6],
+            [0.1, 0.3, 0.6],
+        ]
+    )
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    report = classification_report(probabilities.log(), labels, NAMES)
+    # Pairs (positive, negative) ranked right, of 2 x 4: glioma 0.8 beats all 4 negatives and
+    # 0.4 beats 3 (not 0.5): 7/8. Meningioma 0.6 beats 4, 0.2 beats only 0.1: 5/8. Tumour 8/8.
+    aurocs = [report["per_class"][name]["auroc"] for name in NAMES]
+    assert aurocs == pytest.approx([7 / 8, 5 / 8, 1.0])
+    assert report["macro_auroc"] == pytest.approx((7 / 8 + 5 / 8 + 1.0) / 3)
+
+
+def test_auroc_ranks_the_calibrated_probabilities():
+    """Dividing by T can reorder one class's probabilities across images: at T = 1 the glioma
+    has the higher glioma probability, at T = 10 the meningioma does (0.45 against 0.38)."""
+    logits = torch.tensor([[2.0, 0.0, 0.0], [3.0, 2.5, -10.0], [-5.0, -5.0, 5.0]])
+    labels = torch.tensor([0, 1, 2])
+    sharp = classification_report(logits, labels, NAMES, temperature=1.0)
+    soft = classification_report(logits, labels, NAMES, temperature=10.0)
+    assert sharp["per_class"]["brain_glioma"]["auroc"] == 1.0
+    assert soft["per_class"]["brain_glioma"]["auroc"] == 0.5
+
+
+def test_auroc_of_a_class_missing_from_the_test_split_is_undefined_not_zero():
+    probabilities = torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1]])
+    report = classification_report(probabilities.log(), torch.tensor([0, 1, 0]), NAMES)
+    assert report["per_class"]["brain_tumor"]["auroc"] is None
+    assert report["macro_auroc"] == pytest.approx(1.0)
+
+
+def test_calibration_keys_use_the_temperature():
+    generator = torch.Generator().manual_seed(0)
+    logits = 4 * torch.randn(200, 3, generator=generator)
+    labels = torch.randint(0, 3, (200,), generator=generator)
+    report = classification_report(logits, labels, NAMES, temperature=2.5)
+    assert report["temperature"] == 2.5
+    calibrated = calibrated_probabilities(logits, 2.5)
+    assert report["ece"] == pytest.approx(expected_calibration_error(calibrated, labels))
+    raw = torch.softmax(logits, dim=1)
+    assert report["ece_uncalibrated"] == pytest.approx(expected_calibration_error(raw, labels))
+    assert report["ece"] < report["ece_uncalibrated"]
+
+
+def _noisy_case(per_class: int = 15) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.arange(3).repeat_interleave(per_class)
+    logits = 1.5 * torch.nn.functional.one_hot(labels, 3) + torch.randn(
+        len(labels), 3, generator=generator
+    )
+    return torch.softmax(logits, dim=1), labels
+
+
+def test_bootstrap_interval_holds_the_estimate_and_is_reproducible_with_its_seed():
+    probabilities, labels = _noisy_case()
+    groups = [f"g{i}" for i in range(len(labels))]
+    low, high = macro_auroc_interval(probabilities, labels, groups, seed=7, resamples=400)
+    assert low < macro_auroc(probabilities, labels) < high
+    assert macro_auroc_interval(probabilities, labels, groups, seed=7, resamples=400) == (low, high)
+    assert macro_auroc_interval(probabilities, labels, groups, seed=8, resamples=400) != (low, high)
+
+
+def test_duplicates_in_one_group_do_not_narrow_the_interval():
+    """Every image twice: counted as independent, the copies narrow the interval; as one
+    duplicate group each, the interval is the one of the images without copies."""
+    probabilities, labels = _noisy_case()
+    names = [f"g{i}" for i in range(len(labels))]
+    once = macro_auroc_interval(probabilities, labels, names, seed=1, resamples=400)
+    twice_p, twice_y = probabilities.repeat_interleave(2, 0), labels.repeat_interleave(2)
+    grouped = macro_auroc_interval(twice_p, twice_y, [n for n in names for _ in "ab"], 1, 400)
+    separate = macro_auroc_interval(
+        twice_p, twice_y, [f"{n}{copy}" for n in names for copy in "ab"], 1, 400
+    )
+    assert grouped == pytest.approx(once)
+    assert separate[1] - separate[0] < 0.85 * (once[1] - once[0])
+
+
+def test_markdown_lists_every_class_and_the_intervals():
     labels = torch.tensor([0, 1, 2])
     report = classification_report(torch.eye(3), labels, NAMES)
     text = report_markdown(report)
     assert all(f"| {name} |" in text for name in NAMES)
     assert "95% Wilson CI" in text
+    assert "macro AUROC" in text and "ECE" in text and "T = 1.000" in text

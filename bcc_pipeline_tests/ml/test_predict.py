@@ -42,7 +42,7 @@ def test_predict_normalises_with_the_stored_statistics(checkpoint, unusual_net, 
     std = torch.tensor(UNUSUAL.std).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = torch.softmax(net.head(net.backbone((pixels - mean) / std)), dim=1)[0]
-    (result,) = predict_files(path, [scan])
+    (result,) = predict_files(path, [scan], uncertain_below=0.6)
     probabilities = torch.tensor([result["probabilities"][name] for name in CLASSES])
     torch.testing.assert_close(probabilities, expected, atol=1e-5, rtol=1e-4)
 
@@ -51,7 +51,9 @@ def test_predict_reports_bad_files_with_their_status_and_goes_on(checkpoint, tmp
     good = _scan(tmp_path / "scan.png")
     bad = tmp_path / "broken.jpg"
     bad.write_text("<html>")
-    results = list(predict_files(checkpoint, [good, bad, tmp_path / "missing.jpg"]))
+    results = list(
+        predict_files(checkpoint, [good, bad, tmp_path / "missing.jpg"], uncertain_below=0.6)
+    )
     assert [r["path"] for r in results] == [str(good), str(bad), str(tmp_path / "missing.jpg")]
     first = results[0]
     assert first["prediction"] in CLASSES
@@ -69,7 +71,7 @@ def test_predict_goes_on_after_empty_and_corrupt_files(checkpoint, tmp_path):
     png[35] = 0  # Pillow raises SyntaxError on this one
     corrupt.write_bytes(png)
     good = _scan(tmp_path / "scan.png")
-    results = list(predict_files(checkpoint, [empty, corrupt, good]))
+    results = list(predict_files(checkpoint, [empty, corrupt, good], uncertain_below=0.6))
     assert (results[0]["status"], results[0]["error"]) == ("empty", "empty file (0 bytes)")
     assert results[1]["status"] == "unreadable" and "PNG" in results[1]["error"]
     assert results[2]["prediction"] in CLASSES
@@ -90,7 +92,26 @@ def test_any_image_bytes_give_one_result_each_in_order(checkpoint, tmp_path_fact
     paths = [folder / f"{index}.img" for index in range(len(blobs))]
     for path, blob in zip(paths, blobs, strict=True):
         path.write_bytes(blob)
-    results = list(predict_files(checkpoint, paths))
+    results = list(predict_files(checkpoint, paths, uncertain_below=0.6))
     assert [result["path"] for result in results] == [str(path) for path in paths]
     for result in results:
         assert result.get("status") in STATUSES or result["prediction"] in CLASSES
+
+
+def test_predict_gives_calibrated_probabilities_and_flags_the_uncertain(unusual_net, tmp_path):
+    """softmax(logits / T) with the checkpoint's T; uncertain when the top one is below the
+    threshold, however close."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt", unusual_net, temperature=3.0)
+    scan = _scan(tmp_path / "scan.png")
+    pixels = torch.from_numpy(model_input(scan.read_bytes(), 32))[None]
+    with torch.no_grad():
+        expected = torch.softmax(unusual_net(pixels) / 3.0, dim=1)[0]
+    top = float(expected.max())
+    below, above = (
+        next(iter(predict_files(checkpoint, [scan], uncertain_below=threshold)))
+        for threshold in (top - 1e-4, top + 1e-4)
+    )
+    probabilities = torch.tensor([below["probabilities"][name] for name in CLASSES])
+    torch.testing.assert_close(probabilities, expected, atol=1e-5, rtol=1e-4)
+    assert below["uncertain"] is False and above["uncertain"] is True
+    assert "explanation" not in below

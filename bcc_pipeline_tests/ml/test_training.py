@@ -29,12 +29,15 @@ def _fit(tensors, tmp_path, device: TrainerDevice = CPU, **changes) -> FitResult
     return fit_classifier(tensors, TINY.model_copy(update=changes), device, work)
 
 
-def _predictions(result: FitResult, tensors, split: str = "test") -> torch.Tensor:
-    """Predicted classes as the report computes them: in the precision the fit recorded."""
-    logits = predict_logits(
+def _logits(result: FitResult, tensors, split: str = "test") -> torch.Tensor:
+    """Logits as the report computes them: in the precision the fit recorded."""
+    return predict_logits(
         result.net, tensors.images(split), torch.device("cpu"), result.inference_dtype
     )
-    return logits.argmax(dim=1)
+
+
+def _predictions(result: FitResult, tensors, split: str = "test") -> torch.Tensor:
+    return _logits(result, tensors, split).argmax(dim=1)
 
 
 def test_returned_model_is_the_best_val_loss_epoch(sample_tensors, tmp_path):
@@ -65,7 +68,8 @@ def test_early_stopping_stops_patience_epochs_after_the_best(sample_tensors, tmp
 def test_cached_reduced_precision_path_matches_the_uncached_float32_path(sample_tensors, tmp_path):
     """Head-only training on the cache (reduced precision, both flip views), evaluated in the
     precision the report uses, classifies every val and test image as the plain path does
-    (which runs the frozen backbone in float32 every epoch), with the same best epoch."""
+    (which runs the frozen backbone in float32 every epoch), with the same best epoch. Only a
+    near-tie (float32 top two probabilities within 0.01) may go either way in bfloat16."""
     cached = _fit(sample_tensors, tmp_path, feature_cache="auto", max_epochs=6)
     plain = _fit(sample_tensors, tmp_path, feature_cache="off", max_epochs=6)
     assert cached.used_feature_cache and not plain.used_feature_cache
@@ -74,8 +78,12 @@ def test_cached_reduced_precision_path_matches_the_uncached_float32_path(sample_
     assert cached.best_epoch == plain.best_epoch
     assert cached.best_val_loss == pytest.approx(plain.best_val_loss, abs=0.02)
     for split in ("val", "test"):
+        top_two = torch.softmax(_logits(plain, sample_tensors, split), dim=1).topk(2).values
+        decided = top_two[:, 0] - top_two[:, 1] > 0.01
+        assert decided.float().mean() > 0.5, f"{split}: too few images decided to compare"
         assert torch.equal(
-            _predictions(cached, sample_tensors, split), _predictions(plain, sample_tensors, split)
+            _predictions(cached, sample_tensors, split)[decided],
+            _predictions(plain, sample_tensors, split)[decided],
         ), split
 
 

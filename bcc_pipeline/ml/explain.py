@@ -1,0 +1,204 @@
+"""Where the model looked: attention rollout (Abnar & Zuidema, 2020) for Vision Transformers,
+Grad-CAM (Selvaraju et al., 2017, through captum) for convolutional backbones. Each map is
+scaled to [0, 1] and has the input image's size, ready to lay over it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import VisionTransformer
+
+from bcc_pipeline.data.tensors import MappedArray
+from bcc_pipeline.ml.backbones import BackboneConfigError, backbone_blocks
+from bcc_pipeline.ml.network import ClassifierNet, inference_copy
+from bcc_pipeline.ml.plots import explanation_plot
+
+EXPLAINED_PER_CLASS = 2
+MAX_MISCLASSIFIED_EXPLAINED = 10
+SEED = 0
+
+
+class ExplanationUnavailableError(ValueError):
+    """The backbone has no part this module knows how to explain."""
+
+
+@dataclass(frozen=True)
+class Explanations:
+    method: str
+    grid: Path
+    """All maps in one figure."""
+    files: list[Path]
+    """One PNG per explained image."""
+
+
+class Explainer:
+    """Explanation maps of one network: attention rollout for a ViT backbone (class-agnostic),
+    Grad-CAM of the predicted class for a CNN, computed by one float32 copy of it on `device`
+    (gradients and hooks never touch the caller's model). A backbone with neither is an
+    ExplanationUnavailableError here, before any image."""
+
+    def __init__(self, net: ClassifierNet, device: torch.device) -> None:
+        if isinstance(net.backbone, VisionTransformer):
+            self.method, self._explain = "attention rollout", _attention_rollout
+        else:
+            _last_block(net.backbone)
+            self.method, self._explain = "Grad-CAM", _grad_cam
+        self._net = inference_copy(net, device, torch.float32)
+        self._device = device
+
+    def maps(self, images: np.ndarray | MappedArray, batch_size: int = 16) -> np.ndarray:
+        """float32 (N, H, W) maps in [0, 1] for uint8 NCHW images."""
+        maps = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+            batch = batch.to(self._device)
+            coarse = self._explain(self._net, batch)
+            fine = F.interpolate(
+                coarse, size=batch.shape[-2:], mode="bilinear", align_corners=False
+            )
+            maps.append(_unit_range(fine[:, 0]).cpu().numpy())
+        height, width = images.shape[-2:]
+        return np.concatenate(maps) if maps else np.empty((0, height, width), np.float32)
+
+
+def _unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Each map scaled to [0, 1]; a flat map (nothing stands out) becomes all zeros."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values[:, None, None]
+    span = (flat.max(dim=1).values[:, None, None] - low).clamp_min(1e-12)
+    return ((maps - low) / span).float()
+
+
+@torch.no_grad()
+def _attention_rollout(net: ClassifierNet, images: torch.Tensor) -> torch.Tensor:
+    """How much the class token draws from each patch through all blocks: per block the
+    head-averaged attention plus the residual path (identity), rows renormalised, multiplied
+    from the first block to the last. torchvision's blocks call attention with
+    need_weights=False, so the weights are recomputed from each block's ln_1 output."""
+    vit = net.backbone
+    inputs: list[torch.Tensor] = []
+    hooks = [
+        block.ln_1.register_forward_hook(lambda _module, _args, output: inputs.append(output))
+        for block in vit.encoder.layers
+    ]
+    try:
+        net(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    tokens = inputs[0].shape[1]
+    identity = torch.eye(tokens, device=images.device)
+    rollout = identity.expand(len(images), tokens, tokens)
+    for block, x in zip(vit.encoder.layers, inputs, strict=True):
+        _, weights = block.self_attention(x, x, x, need_weights=True, average_attn_weights=True)
+        mixed = 0.5 * weights.float() + 0.5 * identity
+        rollout = (mixed / mixed.sum(dim=-1, keepdim=True)) @ rollout
+    side = vit.image_size // vit.patch_size
+    return rollout[:, 0, 1:].reshape(len(images), 1, side, side)
+
+
+def _grad_cam(net: ClassifierNet, images: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of the predicted class at the output of the backbone's last block."""
+    from captum.attr import LayerGradCam
+
+    with torch.no_grad():
+        predicted = net(images).argmax(dim=1)
+    cam = LayerGradCam(net, _last_block(net.backbone))
+    with torch.enable_grad():
+        maps = cam.attribute(images, target=predicted, relu_attributions=True)
+    return maps.detach()
+
+
+def _last_block(backbone: nn.Module) -> nn.Module:
+    try:
+        return backbone_blocks(backbone)[-1]
+    except BackboneConfigError as err:
+        raise ExplanationUnavailableError(
+            f"no explanation map for {type(backbone).__name__}: {err}"
+        ) from None
+
+
+def write_explanations(
+    explainer: Explainer, images: np.ndarray, captions: Sequence[str], files: Sequence[Path]
+) -> np.ndarray:
+    """One overlay PNG per image, titled with its caption, at `files`; returns the maps."""
+    maps = explainer.maps(images)
+    for image, heat, caption, file in zip(images, maps, captions, files, strict=True):
+        explanation_plot(image[None], heat[None], [caption], file)
+    return maps
+
+
+def explain_examples(
+    net: ClassifierNet,
+    images: MappedArray,
+    labels: np.ndarray,
+    probabilities: torch.Tensor,
+    class_names: Sequence[str],
+    paths: Sequence[str],
+    folder: Path,
+    device: torch.device,
+) -> Explanations:
+    """Maps of a seeded sample of each class and of the misclassified images (see
+    examples_to_explain) as folder/explanations/*.png, and all of them in one grid,
+    folder/explanation_grid.png."""
+    explainer = Explainer(net, device)
+    confidence, predictions = probabilities.max(dim=1)
+    chosen = examples_to_explain(
+        labels, predictions.numpy(), EXPLAINED_PER_CLASS, MAX_MISCLASSIFIED_EXPLAINED, SEED
+    )
+    captions = [
+        explanation_caption(
+            class_names[predictions[i]],
+            float(confidence[i]),
+            true=class_names[labels[i]],
+            name=PurePath(paths[i]).name,
+        )
+        for i in chosen
+    ]
+    selected = np.stack([images[i] for i in chosen])
+    files = [folder / "explanations" / map_file_name(i, paths[i]) for i in chosen]
+    maps = write_explanations(explainer, selected, captions, files)
+    grid = explanation_plot(selected, maps, captions, folder / "explanation_grid.png")
+    return Explanations(explainer.method, grid, files)
+
+
+def examples_to_explain(
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    per_class: int,
+    max_misclassified: int,
+    seed: int,
+) -> list[int]:
+    """Indices, in order: a seeded sample of `per_class` images of each class, plus every
+    misclassified image up to `max_misclassified` (the first ones in split order)."""
+    rng = np.random.default_rng(seed)
+    chosen: set[int] = set()
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        chosen.update(rng.choice(members, min(per_class, len(members)), replace=False).tolist())
+    chosen.update(np.flatnonzero(labels != predictions)[:max_misclassified].tolist())
+    return sorted(chosen)
+
+
+def explanation_caption(
+    predicted: str, probability: float, true: str | None = None, name: str | None = None
+) -> str:
+    """The title of one map: the image, its true label where known, the prediction and its
+    calibrated probability."""
+    parts = [name] if name else []
+    if true is not None:
+        parts.append(f"true {true}" + ("" if true == predicted else " (WRONG)"))
+    parts.append(f"predicted {predicted}, p = {probability:.2f}")
+    return "\n".join(parts)
+
+
+def map_file_name(index: int, path: str) -> str:
+    """A distinct PNG name per explained image: its position, then its file's stem."""
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in PurePath(path).stem)
+    return f"{index:04d}_{stem}.png"
