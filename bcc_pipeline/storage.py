@@ -83,6 +83,50 @@ def work_dir(parent: Path | str) -> Iterator[Path]:
             os.close(fd)
 
 
+STORE_COMPLETE = ".complete"
+"""Written last into a content store: its presence means every file in it is whole."""
+
+
+@contextmanager
+def filled_once(store: Path) -> Iterator[Path | None]:
+    """A folder of content computed once for the key its name holds (a digest of everything
+    the content depends on). Yields None when an earlier run completed it: use it as it is.
+    Otherwise yields a private scratch folder for the block to fill; when the block succeeds,
+    that folder is marked complete and renamed into place whole, so no reader ever sees half a
+    store, and of two runs filling the same key at once the first one's stays."""
+    if (store / STORE_COMPLETE).is_file():
+        os.utime(store)  # used now: retention keeps the most recently used stores
+        yield None
+        return
+    store.parent.mkdir(parents=True, exist_ok=True)
+    with work_dir(store.parent) as scratch:  # locked while in use; a killed run's is cleaned
+        partial = scratch / store.name
+        partial.mkdir()
+        yield partial
+        (partial / STORE_COMPLETE).touch()
+        if store.exists() and not (store / STORE_COMPLETE).is_file():
+            shutil.rmtree(store)  # left by hand or by a tool: never by this writer
+        try:
+            partial.rename(store)
+        except OSError:  # another run completed the same key first: keep theirs
+            if not (store / STORE_COMPLETE).is_file():
+                raise
+
+
+def link_files(source: Path, target: Path) -> None:
+    """Give `target` every file of `source` (not its marker) as a hard link: no bytes copied,
+    and the files outlive the store being pruned. A copy where the file system cannot link."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file() and path.name != STORE_COMPLETE:
+            destination = target / path.name
+            destination.unlink(missing_ok=True)
+            try:
+                os.link(path, destination)
+            except OSError:
+                shutil.copy2(path, destination)
+
+
 def remove_stale_temp_files(
     root: Path | str, older_than_seconds: float, active_run_ids: Collection[str] = ()
 ) -> list[Path]:

@@ -15,9 +15,11 @@ from bcc_pipeline.assets.common import (
 from bcc_pipeline.data.split import SPLITS, split_fingerprint
 from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_tensor_splits
 from bcc_pipeline.resources import ArtifactsResource, DatasetResource, LaunchChecksResource
+from bcc_pipeline.storage import filled_once, link_files
 
 CODE_VERSION = "1"
-"""Bump when the decoding logic changes: the UI then marks this asset and what follows stale."""
+"""Bump when the decoding logic changes: the UI then marks this asset and what follows stale,
+and stored tensors of the old decoder are no longer reused."""
 
 
 class TensorsConfig(dg.Config):
@@ -52,13 +54,16 @@ def preprocessed_tensors(
     stratified_split: str,
 ) -> dg.Output[str]:
     table = pd.read_parquet(stratified_split)
-    folder = artifacts.run_dir("preprocessed_tensors", context.run.run_id)
+    fingerprint = split_fingerprint(table)
+    # The same split, size and decoder give the same arrays: decode them once, ever.
+    store = artifacts.store_dir("tensors") / f"{fingerprint}-{config.image_size}px-v{CODE_VERSION}"
     start = time.perf_counter()
-    with user_errors(ImageChangedError):
-        write_tensor_splits(
-            table, dataset.path, folder, config.image_size, split_fingerprint(table)
-        )
+    with user_errors(ImageChangedError), filled_once(store) as partial:
+        if partial is not None:
+            write_tensor_splits(table, dataset.path, partial, config.image_size, fingerprint)
     seconds = time.perf_counter() - start
+    folder = artifacts.run_dir("preprocessed_tensors", context.run.run_id)
+    link_files(store, folder)
     tensors = TensorSplits.open(folder)
     arrays = {split: tensors.images(split) for split in SPLITS}
     shapes = pd.DataFrame(
@@ -67,13 +72,17 @@ def preprocessed_tensors(
             for split, array in arrays.items()
         ]
     )
-    context.log.info(f"decoded {len(table)} images in {seconds:.1f}s")
+    if partial is None:
+        context.log.info(f"reused the tensors of {len(table)} images decoded by an earlier run")
+    else:
+        context.log.info(f"decoded {len(table)} images in {seconds:.1f}s")
     return dg.Output(
         str(folder),
         metadata={
             **artifact_metadata(folder),
             "shapes": markdown_table(shapes),
             "total_MiB": float(shapes["MiB"].sum()),
+            "reused": partial is None,
             "seconds": round(seconds, 2),
             "images_per_second": round(len(table) / max(seconds, 1e-9), 1),
             "class_names": dg.MetadataValue.json(tensors.class_names),

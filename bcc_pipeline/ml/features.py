@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +17,12 @@ from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.backbones import NO_WEIGHTS
 from bcc_pipeline.ml.datamodule import MirroredView, SplitViews, split_views
 from bcc_pipeline.ml.network import ClassifierNet, inference_copy
-from bcc_pipeline.storage import work_dir
+from bcc_pipeline.storage import filled_once
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
 """Caches larger than this stay memory-mapped files; smaller ones are read into RAM."""
 PENDING_BYTES = 64 * 1024**2
 """Device outputs gathered before one copy back to the host."""
-COMPLETE = "features.json"
-"""Written last into a store folder: its presence means every view file is whole."""
 FORMAT = 1
 
 
@@ -128,28 +124,13 @@ def cached_feature_splits(
     store: Path,
     batch_size: int = 64,
 ) -> tuple[dict[str, SplitViews], bool]:
-    """Features of every split (train gets the image and its mirror as two views) and
-    whether they were read back from `store` rather than computed. Computed ones are written
-    to a private folder first and renamed into place whole, so a reader never sees half a
-    store and two runs computing the same key at once do not mix their files."""
-    if (store / COMPLETE).is_file():
-        os.utime(store)  # used now: retention keeps the most recently used stores
-        return _load_views(store, tensors, horizontal_flip), True
-    store.parent.mkdir(parents=True, exist_ok=True)
-    with work_dir(store.parent) as scratch:  # locked while in use; a killed run's is cleaned
-        partial = scratch / store.name
-        partial.mkdir()
-        frozen = inference_copy(net, device, dtype)
-        for split in SPLITS:
-            sources = split_views(tensors.images(split), split, horizontal_flip)
-            for view, source in enumerate(sources):
-                extract_features(frozen, source, _view_file(partial, split, view), batch_size)
-        (partial / COMPLETE).write_text(json.dumps({"dtype": str(dtype), "format": FORMAT}))
-        if store.exists() and not (store / COMPLETE).is_file():
-            shutil.rmtree(store)  # left by hand or by a tool: never by this writer
-        try:
-            partial.rename(store)
-        except OSError:  # another run finished the same key first: keep theirs
-            if not (store / COMPLETE).is_file():
-                raise
-    return _load_views(store, tensors, horizontal_flip), False
+    """Features of every split (train gets the image and its mirror as two views), and
+    whether they were read back from `store` rather than computed (see filled_once)."""
+    with filled_once(store) as partial:
+        if partial is not None:
+            frozen = inference_copy(net, device, dtype)
+            for split in SPLITS:
+                sources = split_views(tensors.images(split), split, horizontal_flip)
+                for view, source in enumerate(sources):
+                    extract_features(frozen, source, _view_file(partial, split, view), batch_size)
+    return _load_views(store, tensors, horizontal_flip), partial is None

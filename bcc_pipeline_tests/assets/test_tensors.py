@@ -64,3 +64,28 @@ def test_an_image_overwritten_after_the_split_fails_the_tensors_with_a_message(
     message = result.failure_data_for_node("preprocessed_tensors").error.message
     assert "Failure: ImageChangedError: " in message
     assert test["path"] in message and "re-materialize raw_image_manifest" in message
+
+
+def test_a_rerun_on_the_same_split_links_the_stored_tensors_instead_of_decoding(
+    sample_root, tmp_path
+):
+    runs = [
+        dg.materialize(
+            pipeline_assets()[:3],
+            resources=resources(sample_root, tmp_path / "out"),
+            run_config=dg.RunConfig(ops={"preprocessed_tensors": {"config": {"image_size": 32}}}),
+        )
+        for _ in range(2)
+    ]
+    first, second = (materialization(run, "preprocessed_tensors") for run in runs)
+    assert not first["reused"] and second["reused"]
+    assert first["artifact_path"] != second["artifact_path"], "each run has its own folder"
+    for name in ("train_images.npy", "test_labels.npy", "meta.json"):
+        a, b = Path(first["artifact_path"]) / name, Path(second["artifact_path"]) / name
+        assert a.stat().st_ino == b.stat().st_ino, f"{name} is linked, not copied"
+    bigger = dg.materialize(
+        pipeline_assets()[:3],
+        resources=resources(sample_root, tmp_path / "out"),
+        run_config=dg.RunConfig(ops={"preprocessed_tensors": {"config": {"image_size": 48}}}),
+    )
+    assert not materialization(bigger, "preprocessed_tensors")["reused"]

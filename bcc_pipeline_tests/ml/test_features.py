@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from bcc_pipeline.ml.features import COMPLETE, cached_feature_splits, feature_store_key
+from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key
+from bcc_pipeline.storage import STORE_COMPLETE
 from bcc_pipeline_tests.conftest import tiny_net
 
 CPU = torch.device("cpu")
@@ -52,7 +53,7 @@ def test_features_are_computed_once_then_read_back(sample_tensors, tmp_path):
     net = tiny_net()
     store = tmp_path / "key"
     first, reused = cached_feature_splits(net, sample_tensors, CPU, torch.float32, True, store)
-    assert not reused and (store / COMPLETE).is_file()
+    assert not reused and (store / STORE_COMPLETE).is_file()
     assert len(first["train"].views) == 2 and len(first["val"].views) == 1
     with torch.no_grad():
         direct = net.frozen_features(torch.from_numpy(np.array(sample_tensors.images("val"))))
@@ -72,5 +73,5 @@ def test_an_unfinished_store_is_computed_again(sample_tensors, tmp_path):
     splits, reused = cached_feature_splits(
         tiny_net(), sample_tensors, CPU, torch.float32, True, store
     )
-    assert not reused and (store / COMPLETE).is_file()
+    assert not reused and (store / STORE_COMPLETE).is_file()
     assert np.asarray(splits["train"].views[0]).shape[0] == len(sample_tensors.labels("train"))
