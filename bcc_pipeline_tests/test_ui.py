@@ -259,6 +259,28 @@ def _screenshot_on_failure(page, path: Path) -> Iterator[None]:
         raise
 
 
+def _launch_from_the_launchpad(page, ui: DagsterUI, config: str) -> str:
+    """Open training_job's launchpad, replace its scaffolded config with `config`, launch, and
+    return the new run's id once the run page shows."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{ui.url}/locations/{LOCATION}/jobs/training_job/playground")
+    editor = page.locator(".CodeMirror")
+    expect(editor).to_be_visible()
+    page.wait_for_function(
+        "() => document.querySelector('.CodeMirror').CodeMirror.getValue().trim() !== ''"
+    )
+    editor.click()
+    page.evaluate("text => document.querySelector('.CodeMirror').CodeMirror.setValue(text)", config)
+    expect(page.get_by_text("No errors", exact=True)).to_be_visible()
+    page.get_by_role("button", name="Launch Run").click()
+    page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
+    run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
+    launched = yaml.safe_load(ui.graphql(RUN_QUERY, runId=run_id)["runOrError"]["runConfigYaml"])
+    assert launched == yaml.safe_load(config), "the launchpad did not take our config"
+    return run_id
+
+
 @pytest.mark.browser
 def test_training_job_launched_from_the_ui_reports_accuracy_on_the_asset_page(
     browser, dagster_ui: DagsterUI, tmp_path: Path
@@ -271,27 +293,7 @@ def test_training_job_launched_from_the_ui_reports_accuracy_on_the_asset_page(
     expect.set_options(timeout=UI_TIMEOUT_MS)
 
     with _screenshot_on_failure(page, tmp_path / "failure.png"):
-        # The launchpad: wait for its scaffolded default config, then replace it with ours.
-        page.goto(f"{dagster_ui.url}/locations/{LOCATION}/jobs/training_job/playground")
-        editor = page.locator(".CodeMirror")
-        expect(editor).to_be_visible()
-        page.wait_for_function(
-            "() => document.querySelector('.CodeMirror').CodeMirror.getValue().trim() !== ''"
-        )
-        editor.click()
-        page.evaluate(
-            "text => document.querySelector('.CodeMirror').CodeMirror.setValue(text)", RUN_CONFIG
-        )
-        expect(page.get_by_text("No errors", exact=True)).to_be_visible()
-        page.get_by_role("button", name="Launch Run").click()
-
-        page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}"))
-        run_id = re.search(r"/runs/([0-9a-f-]{36})", page.url).group(1)
-        launched = yaml.safe_load(
-            dagster_ui.graphql(RUN_QUERY, runId=run_id)["runOrError"]["runConfigYaml"]
-        )
-        assert launched == yaml.safe_load(RUN_CONFIG), "the launchpad did not take our config"
-
+        run_id = _launch_from_the_launchpad(page, dagster_ui, RUN_CONFIG)
         status = _wait_for_run(dagster_ui, run_id)
         assert status == "SUCCESS", (
             f"run {run_id} ended {status}:\n{_run_errors(dagster_ui, run_id)}"
@@ -308,7 +310,7 @@ def test_training_job_launched_from_the_ui_reports_accuracy_on_the_asset_page(
         accuracy_row = rows.filter(has=page.get_by_role("cell", name="accuracy", exact=True))
         expect(accuracy_row).to_have_count(1)
         shown = accuracy_row.get_by_role("cell").last.inner_text().strip()
-        assert shown in _as_the_ui_shows(accuracy), (shown, accuracy)
+        assert shown in _as_the_ui_shows(round(accuracy, 4)), (shown, accuracy)
         path_row = rows.filter(has=page.get_by_role("cell", name="artifact_path", exact=True))
         expect(path_row).to_contain_text(run_id)
 
@@ -323,3 +325,14 @@ def test_training_job_launched_from_the_ui_reports_accuracy_on_the_asset_page(
     if os.environ.get("BCC_UPDATE_SCREENSHOT") == "1":
         (REPO / "docs").mkdir(exist_ok=True)
         shutil.copyfile(screenshot, REPO / "docs" / "ui_report.png")
+
+    # A config mistake launched from the same launchpad: the run fails at once, before any
+    # asset, and its page says what to fix.
+    with _screenshot_on_failure(page, tmp_path / "failure_bad_config.png"):
+        bad = RUN_CONFIG.replace("backbone: vit_tiny", "backbone: vit_b16")
+        bad_run = _launch_from_the_launchpad(page, dagster_ui, bad)
+        assert _wait_for_run(dagster_ui, bad_run) == "FAILURE"
+        errors = _run_errors(dagster_ui, bad_run)
+        assert "ops.vit_checkpoint.config.backbone: unknown backbone 'vit_b16'" in errors, errors
+        expect(page.get_by_text("unknown backbone 'vit_b16'").first).to_be_visible()
+        assert not list(dagster_ui.artifacts.glob(f"*/{bad_run}")), "an asset ran"

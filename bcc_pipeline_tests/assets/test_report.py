@@ -31,7 +31,7 @@ def test_report_is_complete_and_agrees_with_the_split(pipeline_run):
     ]
     correct = sum(matrix[i][i] for i in range(len(matrix)))
     assert abs(report["accuracy"] - correct / report["n_test"]) < 1e-6
-    assert metadata["accuracy"] == report["accuracy"]
+    assert metadata["accuracy"] == round(report["accuracy"], 4)
     for name in ("report.md", "confusion_matrix.png", "per_class.png", "reliability.png"):
         assert (report_path.parent / name).stat().st_size > 0
     assert metadata["report"].count("data:image/png;base64,") == 4, "with reliability and maps"
