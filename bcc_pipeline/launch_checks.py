@@ -94,7 +94,7 @@ def launch_problems(
     from bcc_pipeline.assets.split import SplitConfig
     from bcc_pipeline.assets.tensors import TensorsConfig
     from bcc_pipeline.assets.training import TrainingConfig
-    from bcc_pipeline.data.split import SplitConfigError, check_fractions
+    from bcc_pipeline.data.split import check_fractions
     from bcc_pipeline.ml.backbones import check_backbone, fetch_weights
 
     def runs(asset: str) -> bool:
@@ -112,10 +112,7 @@ def launch_problems(
         path = f"ops.{SPLIT}.config"
         split = problems.parse(path, SplitConfig, _op_config(ops, SPLIT))
         with problems.at(path):
-            try:
-                check_fractions(split.fractions)
-            except SplitConfigError as err:
-                raise ConfigError(str(err)) from err
+            check_fractions(split.fractions)
     image_size = None
     if runs(TENSORS):
         image_size = problems.parse(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bcc_pipeline.data.near_duplicates import HASH_BITS, near_duplicate_pairs
+from bcc_pipeline.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 LEDGER_COLUMNS = ["sha256", "split", "label"]
@@ -26,7 +27,7 @@ EXCLUDED = ("conflict", "bridging")
 """Decisions for new content that is left out: a label conflict, or duplicates in two splits."""
 
 
-class SplitConfigError(ValueError):
+class SplitConfigError(ConfigError):
     """Fractions or data that cannot produce a split."""
 
 
