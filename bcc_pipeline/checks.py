@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 
 from bcc_pipeline.data.split import SPLITS
+from bcc_pipeline.ml.promotion import accuracy_gate
 from bcc_pipeline.resources import QualityGatesResource
 
 WARN = dg.AssetCheckSeverity.WARN
@@ -124,13 +125,6 @@ def validation_accuracy_above_chance(vit_checkpoint: str) -> dg.AssetCheckResult
         passed=correct > n_val * chance,
         metadata={"best_val_acc": accuracy, "correct": correct, "n_val": n_val, "chance": chance},
     )
-
-
-def accuracy_gate(report: dict, floor: float) -> list[str]:
-    """Why a report fails the promotion gate; empty when it passes."""
-    if report["accuracy"] < floor:
-        return [f"test accuracy {report['accuracy']:.4f} is below the floor {floor:.4f}"]
-    return []
 
 
 @dg.asset_check(
