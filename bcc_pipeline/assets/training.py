@@ -54,7 +54,6 @@ def vit_checkpoint(
     from bcc_pipeline.data.tensors import TensorSplits
     from bcc_pipeline.ml.calibration import fit_temperature
     from bcc_pipeline.ml.checkpoint import save_checkpoint
-    from bcc_pipeline.ml.evaluation import predict_logits
     from bcc_pipeline.ml.plots import training_curves_plot
     from bcc_pipeline.ml.training import fit_classifier
 
@@ -81,11 +80,7 @@ def vit_checkpoint(
             log=log,
             feature_stores=artifacts.store_dir("features"),
         )
-    # Calibrated on the best model's val logits, in the precision the report evaluates in.
-    val_logits = predict_logits(
-        result.net, tensors.images("val"), device.torch_device, result.inference_dtype
-    )
-    temperature = fit_temperature(val_logits, torch.from_numpy(tensors.labels("val")))
+    temperature = fit_temperature(result.val_logits, torch.from_numpy(tensors.labels("val")))
     write_text(folder / "history.csv", result.history.to_csv(index=False))
     curves = training_curves_plot(result.history, folder / "training_curves.png", result.best_epoch)
     summary = {

@@ -136,7 +136,9 @@ def _pointer_target(pointer: Path) -> Path:
 
 
 def load_classifier(path: Path | str) -> tuple[ClassifierNet, dict[str, Any]]:
-    """The network in eval mode, rebuilt without downloading anything, and the checkpoint data."""
+    """The network in eval mode, rebuilt without downloading anything, and the checkpoint data.
+    Built on the meta device and given the checkpoint's tensors: no random initialisation of
+    weights that are overwritten at once (about a second for vit_b_16 on a CPU)."""
     payload = read_checkpoint(path)
     norm = payload["normalization"]
     net = build_network(
@@ -146,13 +148,17 @@ def load_classifier(path: Path | str) -> tuple[ClassifierNet, dict[str, Any]]:
         "none",
         payload["backbone"]["trainable_blocks"],
         Normalization(tuple(norm["mean"]), tuple(norm["std"])),
+        device="meta",
     )
     try:
-        net.load_state_dict(payload["state_dict"])
+        net.load_state_dict(payload["state_dict"], assign=True)
     except RuntimeError:
         raise CheckpointError(
             f"{path}: its weights do not fit its backbone {payload['backbone']['name']!r}"
         ) from None
+    empty = [name for name, t in [*net.named_parameters(), *net.named_buffers()] if t.is_meta]
+    if empty:
+        raise CheckpointError(f"{path}: the checkpoint lacks {empty[:3]}")
     return net.eval(), payload
 
 

@@ -6,6 +6,7 @@ computed once per image and cached (see features.py); `forward` is always the wh
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -125,11 +126,15 @@ def build_network(
     weights: str,
     trainable_blocks: int,
     normalization: Normalization | None = None,
+    device: torch.device | str | None = None,
 ) -> ClassifierNet:
     """A backbone (pretrained as asked) with a fresh num_classes head. `normalization` overrides
-    the weights' own statistics, for a checkpoint that stored them."""
-    model, weights_normalization = load_backbone(backbone, weights, image_size)
-    model, head = replace_head(model, num_classes)
+    the weights' own statistics, for a checkpoint that stored them. On device "meta" the
+    backbone and head get no storage and no random initialisation, for weights that are about
+    to be loaded (`load_state_dict(..., assign=True)`)."""
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        model, weights_normalization = load_backbone(backbone, weights, image_size)
+        model, head = replace_head(model, num_classes)
     return ClassifierNet(model, head, trainable_blocks, normalization or weights_normalization)
 
 

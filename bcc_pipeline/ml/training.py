@@ -21,7 +21,8 @@ from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.backbones import check_backbone
 from bcc_pipeline.ml.datamodule import MRIDataModule
 from bcc_pipeline.ml.devices import TrainerDevice
-from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key
+from bcc_pipeline.ml.evaluation import predict_logits
+from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key, logits_from_features
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import ClassifierNet, build_network
 from bcc_pipeline.ml.settings import TrainingSettings
@@ -53,6 +54,9 @@ class FitResult:
     """The precision the trained part saw its inputs in; evaluation should use it too."""
     world_size: int
     images_per_second: float
+    val_logits: torch.Tensor
+    """float32 logits of the best model on the val split, as validation computed them (on the
+    cached features when the cache was used): what the temperature is fitted on."""
 
 
 class EpochProgress(Callback):
@@ -239,12 +243,19 @@ def fit_classifier(
 
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_trained_state(best["state_dict"])
+    net = module.net.cpu().eval()
+    if use_cache:
+        val_logits = logits_from_features(
+            net, datamodule.splits["val"].views[0], device.torch_device
+        )
+    else:
+        val_logits = predict_logits(net, tensors.images("val"), device.torch_device)
     history = _history(Path(csv_logger.log_dir))
     best_row = history.loc[history["val_loss"].idxmin()]
     epochs_run = int(history["epoch"].max())
     seen = epochs_run * len(datamodule.splits["train"].labels)
     return FitResult(
-        net=module.net.cpu().eval(),
+        net=net,
         history=history,
         epochs_run=epochs_run,
         best_epoch=int(best_row["epoch"]),
@@ -258,4 +269,5 @@ def fit_classifier(
         inference_dtype=inference_dtype,
         world_size=device.world_size,
         images_per_second=seen / max(train_seconds + feature_seconds, 1e-9),
+        val_logits=val_logits,
     )

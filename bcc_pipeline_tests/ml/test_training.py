@@ -50,6 +50,31 @@ def test_returned_model_is_the_best_val_loss_epoch(sample_tensors, tmp_path):
     assert float(val_loss) == pytest.approx(result.best_val_loss, abs=1e-4)
 
 
+@pytest.mark.parametrize("feature_cache", ["auto", "off"])
+def test_val_logits_are_the_best_epochs_as_validation_computed_them(
+    sample_tensors, tmp_path, feature_cache
+):
+    """The logits the temperature is fitted on: the best epoch's (not the last one's; a high
+    learning rate makes them differ), on the cached features when the cache was used."""
+    result = _fit(
+        sample_tensors,
+        tmp_path,
+        feature_cache=feature_cache,
+        learning_rate=1.0,
+        max_epochs=30,
+        early_stopping_patience=1,
+    )
+    assert result.used_feature_cache == (feature_cache == "auto")
+    assert result.best_epoch < result.epochs_run
+    labels = torch.from_numpy(sample_tensors.labels("val"))
+    assert result.val_logits.dtype == torch.float32
+    assert float(F.cross_entropy(result.val_logits, labels)) == pytest.approx(
+        result.best_val_loss, abs=1e-4
+    )
+    whole_model = _logits(result, sample_tensors, "val")
+    torch.testing.assert_close(result.val_logits, whole_model, atol=0.05, rtol=0.01)
+
+
 def test_same_config_same_metrics_on_cpu(sample_tensors, tmp_path):
     first = _fit(sample_tensors, tmp_path, trainable_blocks=-1, max_epochs=2)
     second = _fit(sample_tensors, tmp_path, trainable_blocks=-1, max_epochs=2)
