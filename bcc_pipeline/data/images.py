@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +135,10 @@ def decode_image(data: bytes, draft_size: int | None = None) -> DecodedImage:
     if image_format is None:
         raise _unrecognised(data[:SNIFF_BYTES])
     try:
-        image = Image.open(io.BytesIO(data), formats=[image_format])
+        with warnings.catch_warnings():
+            # Pillow warns from 89M pixels; MAX_PIXELS below is stricter and says it in words.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[image_format])
         if image.width * image.height > MAX_PIXELS:
             raise ImageRejected(
                 TOO_LARGE,

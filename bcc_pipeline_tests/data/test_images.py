@@ -2,6 +2,7 @@ import io
 import random
 import struct
 import tracemalloc
+import warnings
 import zlib
 
 import numpy as np
@@ -78,6 +79,18 @@ def test_declared_giant_image_is_refused_before_decoding():
     with pytest.raises(ImageRejected) as rejected:
         decode_image(header)
     assert rejected.value.status == TOO_LARGE
+
+
+def test_a_header_above_pillows_own_bomb_warning_is_refused_without_its_warning():
+    """Pillow warns (DecompressionBombWarning) from 89M pixels; our stricter limit answers
+    first, in words, and the warning never reaches the user's log."""
+    header = _encode(Image.new("1", (10_000, 9_500)), "PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ImageRejected) as rejected:
+            decode_image(header)
+    assert rejected.value.status == TOO_LARGE
+    assert "above the limit" in str(rejected.value)
 
 
 def test_truncated_jpeg_is_unreadable():
