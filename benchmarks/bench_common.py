@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,69 @@ def add_dataset_flags(parser: argparse.ArgumentParser, data_help: str) -> None:
     )
     parser.add_argument("--size", type=int, default=512, help="side of the generated JPEGs")
     parser.add_argument("--image-size", type=int, default=224, help="tensor side")
+
+
+def add_generated_dataset_flags(
+    parser: argparse.ArgumentParser,
+    data: Path,
+    per_class: int = 40,
+    copies: int = 0,
+) -> None:
+    """--data, --per-class, --copies, --size: a Kaggle-layout folder of synthetic JPEGs,
+    generated when absent (see ensure_generated_dataset)."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=data,
+        help="Kaggle-layout folder; generated (--per-class, --copies, --size) when absent",
+    )
+    parser.add_argument(
+        "--per-class", type=int, default=per_class, help="distinct images per class"
+    )
+    parser.add_argument("--copies", type=int, default=copies, help="'- Copy.jpg' files")
+    parser.add_argument("--size", type=int, default=512, help="side of the generated JPEGs")
+
+
+def ensure_generated_dataset(
+    args: argparse.Namespace, workers: int | None = None
+) -> tuple[Path, float]:
+    """ensure_dataset for the flags of add_generated_dataset_flags."""
+    counts = dict.fromkeys(CLASS_FOLDERS, args.per_class)
+    return ensure_dataset(args.data, counts, args.size, args.copies, workers)
+
+
+def calls_per_second(
+    step: Callable[[], object], device: Any, warmup: int, iterations: int
+) -> float:
+    """Calls of `step` per second: `warmup` untimed calls, then `iterations` timed between
+    synchronisations of `device` (a torch.device), so queued GPU work is counted."""
+    import torch
+
+    def synchronize() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        step()
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    synchronize()
+    return iterations / (time.perf_counter() - start)
+
+
+def share_of_ceiling(
+    name: str, pipeline: float, ceiling: float, goal: float, judged: bool
+) -> Target:
+    """The target `pipeline` images/s >= goal x `ceiling` images/s, judged only when `judged`."""
+    ratio = pipeline / ceiling
+    return Target(
+        name,
+        f"{pipeline:.0f} / {ceiling:.0f} images/s = {100 * ratio:.0f}%",
+        f">= {100 * goal:.0f}%",
+        ratio >= goal if judged else None,
+    )
 
 
 def load_average() -> str:

@@ -20,7 +20,8 @@ from typing import Any
 
 from bench_common import (
     GIB,
-    ensure_dataset,
+    add_generated_dataset_flags,
+    ensure_generated_dataset,
     markdown_table,
     print_header,
     read_training_job,
@@ -29,20 +30,10 @@ from bench_common import (
     write_result,
 )
 
-from bcc_pipeline.sample_data import CLASS_FOLDERS
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("/tmp/bcc-bench/training/data_40x3_512px"),
-        help="Kaggle-layout folder; generated (--per-class, --copies, --size) when absent",
-    )
-    parser.add_argument("--per-class", type=int, default=40, help="images per class, if generated")
-    parser.add_argument("--copies", type=int, default=0, help="'- Copy.jpg' files, if generated")
-    parser.add_argument("--size", type=int, default=512, help="JPEG side, if generated")
+    add_generated_dataset_flags(parser, Path("/tmp/bcc-bench/training/data_40x3_512px"))
     parser.add_argument("--image-size", type=int, default=224, help="preprocessed_tensors side")
     parser.add_argument("--backbone", default="vit_b_16", help="vit_checkpoint backbone")
     parser.add_argument("--trainable-blocks", type=int, default=0, help="0: head only")
@@ -99,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.data, args.work = args.data.expanduser().resolve(), args.work.expanduser().resolve()
     print_header("bench_job: training_job through the Dagster CLI", parser, args)
-    data, _ = ensure_dataset(
-        args.data, dict.fromkeys(CLASS_FOLDERS, args.per_class), args.size, args.copies
-    )
+    data, _ = ensure_generated_dataset(args)
     config = training_job_config(
         data,
         args.work / "artifacts",

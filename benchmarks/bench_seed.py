@@ -26,26 +26,19 @@ from typing import Any  # noqa: E402
 from bench_common import (  # noqa: E402
     GIB,
     SPLIT_SEED,
-    ensure_dataset,
+    add_generated_dataset_flags,
+    ensure_generated_dataset,
     markdown_table,
     print_header,
     write_result,
 )
 
-from bcc_pipeline.sample_data import CLASS_FOLDERS, KAGGLE_SUBDIR  # noqa: E402
+from bcc_pipeline.sample_data import KAGGLE_SUBDIR  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path("/tmp/bcc-bench/training/data_40x3_512px"),
-        help="Kaggle-layout folder; generated (--per-class, --copies, --size) when absent",
-    )
-    parser.add_argument("--per-class", type=int, default=40, help="images per class, if generated")
-    parser.add_argument("--copies", type=int, default=0, help="'- Copy.jpg' files, if generated")
-    parser.add_argument("--size", type=int, default=512, help="JPEG side, if generated")
+    add_generated_dataset_flags(parser, Path("/tmp/bcc-bench/training/data_40x3_512px"))
     parser.add_argument("--epochs", type=int, default=10, help="max_epochs")
     parser.add_argument("--patience", type=int, default=3, help="early-stopping patience")
     parser.add_argument("--batch-size", type=int, default=16, help="batch of every loader")
@@ -187,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     print_header("bench_seed: the blog's seed recipe", parser, args)
     if args.backbone != "vit_b_16":
         print(f"NOTE: backbone {args.backbone}: a quick check of this script, not the baseline.")
-    ensure_dataset(args.data, dict.fromkeys(CLASS_FOLDERS, args.per_class), args.size, args.copies)
+    ensure_generated_dataset(args)
     result = run_recipe(args)
     result["process_seconds"] = time.perf_counter() - STARTED
     result["peak_rss_bytes"] = peak_rss_bytes()

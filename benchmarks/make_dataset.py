@@ -21,7 +21,8 @@ from bench_common import (
     DATASET_CACHE,
     KAGGLE_COPIES,
     KAGGLE_ORIGINALS,
-    ensure_dataset,
+    add_generated_dataset_flags,
+    ensure_generated_dataset,
     print_header,
     write_result,
 )
@@ -31,14 +32,12 @@ from bcc_pipeline.sample_data import CLASS_FOLDERS
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", type=Path, default=DATASET_CACHE.with_name("kaggle6056-copies"), help="folder"
+    add_generated_dataset_flags(
+        parser,
+        DATASET_CACHE.with_name("kaggle6056-copies"),
+        KAGGLE_ORIGINALS["brain_glioma"],
+        KAGGLE_COPIES,
     )
-    parser.add_argument(
-        "--per-class", type=int, default=KAGGLE_ORIGINALS["brain_glioma"], help="distinct images"
-    )
-    parser.add_argument("--copies", type=int, default=KAGGLE_COPIES, help="'- Copy.jpg' files")
-    parser.add_argument("--size", type=int, default=512, help="side of the JPEGs")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     parser.add_argument("--result-json", type=Path, default=None, help="write the numbers here")
     return parser
@@ -48,9 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     print_header("make_dataset: the synthetic Kaggle layout, in parallel", parser, args)
-    counts = dict.fromkeys(CLASS_FOLDERS, args.per_class)
-    data, seconds = ensure_dataset(args.data, counts, args.size, args.copies, args.workers)
-    files = sum(counts.values()) + args.copies
+    data, seconds = ensure_generated_dataset(args, args.workers)
+    files = len(CLASS_FOLDERS) * args.per_class + args.copies
     write_result(args.result_json, {"data": str(data), "files": files, "seconds": seconds})
     return 0
 
