@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from bcc_pipeline.data.manifest import OUTSIDE_CLASS_FOLDERS
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.ml.promotion import accuracy_gate
 from bcc_pipeline.resources import QualityGatesResource
@@ -161,7 +162,7 @@ def accuracy_meets_floor(
 )
 def images_inside_class_folders(raw_image_manifest: str) -> dg.AssetCheckResult:
     manifest = pd.read_parquet(raw_image_manifest)
-    outside = manifest[manifest["status"] == "outside_class_folders"]
+    outside = manifest[manifest["status"] == OUTSIDE_CLASS_FOLDERS]
     return dg.AssetCheckResult(
         passed=outside.empty,
         severity=WARN,

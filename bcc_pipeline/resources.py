@@ -210,10 +210,14 @@ class QualityGatesResource(dg.ConfigurableResource):
 
     def problems(self) -> list[ConfigError]:
         found = _below("min_images_per_class", self.min_images_per_class, 1)
-        for name in ("max_rejected_fraction", "split_tolerance", "accuracy_floor"):
+        for name in (
+            "max_rejected_fraction",
+            "split_tolerance",
+            "accuracy_floor",
+            "non_inferiority_margin",
+            "significance_level",
+        ):
             found += _outside(name, getattr(self, name), 0, 1)
-        found += _outside("non_inferiority_margin", self.non_inferiority_margin, 0, 1)
-        found += _outside("significance_level", self.significance_level, 0, 1)
         return found
 
 

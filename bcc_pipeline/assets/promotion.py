@@ -91,6 +91,7 @@ def production_model(
         device = accelerator.trainer_device()
     # Read, decide and write as one step: two runs finishing together must not both replace
     # the model they read (the OS drops the lock if the process dies).
+    run_folder = artifacts.run_dir("production_model", context.run.run_id)
     mlflow_links: dict = {}
     with FileLock(folder / ".lock"):
         current = _read_pointer(pointer)
@@ -103,7 +104,7 @@ def production_model(
         decision = decide(report, vit_checkpoint, current, tensors, device, gate)
         champion_run_id = current["run_id"] if current else "none"
         if decision.promoted:
-            copy = artifacts.run_dir("production_model", context.run.run_id) / "model.pt"
+            copy = run_folder / "model.pt"
             with atomic_path(copy) as tmp:
                 shutil.copyfile(vit_checkpoint, tmp)
             current = {
@@ -143,7 +144,7 @@ def production_model(
     log(("promoted: " if decision.promoted else "kept the production model: ") + decision.reason)
     plot = promotion_history_plot(
         history,
-        artifacts.run_dir("production_model", context.run.run_id) / "history.png",
+        run_folder / "history.png",
         quality.accuracy_floor,
     )
     production = current or {}

@@ -4,7 +4,7 @@ specificity and AUROC, calibration, and the report."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,14 +37,16 @@ def predict_logits(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     batch_size: int = 64,
+    forward: Callable[[ClassifierNet, torch.Tensor], torch.Tensor] = ClassifierNet.__call__,
 ) -> torch.Tensor:
     """float32 logits of the whole model for uint8 NCHW images, computed by a copy of `net`
-    on `device` with its weights in `dtype`."""
+    on `device` with its weights in `dtype`. With `forward=ClassifierNet.from_features`, the
+    inputs are cached frozen-prefix features instead, and only the trainable suffix runs."""
     net = inference_copy(net, device, dtype)
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))
-        outputs.append(net(batch.to(device)).float().cpu())
+        outputs.append(forward(net, batch.to(device)).float().cpu())
     return torch.cat(outputs) if outputs else torch.empty(0, net.head.out_features)
 
 

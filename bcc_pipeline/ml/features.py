@@ -115,23 +115,6 @@ def _load_views(store: Path, tensors: TensorSplits, horizontal_flip: bool) -> di
     }
 
 
-@torch.inference_mode()
-def logits_from_features(
-    net: ClassifierNet,
-    features: np.ndarray | MappedArray,
-    device: torch.device,
-    batch_size: int = 256,
-) -> torch.Tensor:
-    """float32 logits of the trainable suffix for cached frozen-prefix features: what
-    validation computed, without running the frozen prefix again."""
-    suffix = inference_copy(net, device, torch.float32)
-    outputs = []
-    for start in range(0, len(features), batch_size):
-        batch = torch.from_numpy(np.asarray(features[start : start + batch_size]))
-        outputs.append(suffix.from_features(batch.to(device)).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0, suffix.head.out_features)
-
-
 def cached_feature_splits(
     net: ClassifierNet,
     tensors: TensorSplits,

@@ -24,6 +24,7 @@ from bcc_pipeline.ml.comparison import (
 
 if TYPE_CHECKING:
     from bcc_pipeline.ml.devices import TrainerDevice
+    from bcc_pipeline.ml.network import ClassifierNet
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,14 @@ class Decision:
     """Test images left out because the production model trained or validated on them."""
 
 
-def _correct_on_test(checkpoint: str, tensors: TensorSplits, device: TrainerDevice) -> np.ndarray:
+def _correct_on_test(
+    net: ClassifierNet, payload: dict, tensors: TensorSplits, device: TrainerDevice
+) -> np.ndarray:
     """Per test image, whether the model predicts its label; in the precision its checkpoint
     records, the one its own report used."""
-    from bcc_pipeline.ml.checkpoint import load_classifier, stored_inference_dtype
+    from bcc_pipeline.ml.checkpoint import stored_inference_dtype
     from bcc_pipeline.ml.evaluation import predict_logits
 
-    net, payload = load_classifier(checkpoint)
     dtype = stored_inference_dtype(payload)
     logits = predict_logits(net, tensors.images("test"), device.torch_device, dtype)
     return logits.argmax(dim=1).numpy() == tensors.labels("test")
@@ -92,11 +94,11 @@ def _against_production(
 ) -> tuple[PairedComparison, int, list[str]]:
     """Both models scored on the test images the production model never saw: the comparison,
     how many test images were dropped, and why the new model may not replace production."""
-    from bcc_pipeline.ml.checkpoint import CheckpointError, read_checkpoint
+    from bcc_pipeline.ml.checkpoint import CheckpointError, load_classifier
 
     aside = "move current.json aside to promote this model as the first one"
     try:
-        champion = read_checkpoint(current["checkpoint"])
+        champion_net, champion = load_classifier(current["checkpoint"])
     except (CheckpointError, FileNotFoundError) as err:
         why = f"the production checkpoint cannot be read ({err}); {aside}"
         return NOTHING_COMPARED, 0, [why]
@@ -122,8 +124,8 @@ def _against_production(
         return NOTHING_COMPARED, 0, [why]
     untouched = ~np.isin(np.array(tensors.digests("test"), dtype=object), list(seen))
     comparison = compare_paired(
-        _correct_on_test(current["checkpoint"], tensors, device)[untouched],
-        _correct_on_test(challenger_checkpoint, tensors, device)[untouched],
+        _correct_on_test(champion_net, champion, tensors, device)[untouched],
+        _correct_on_test(*load_classifier(challenger_checkpoint), tensors, device)[untouched],
     )
     shortfall = challenger_shortfall(comparison, gate.margin, gate.significance_level)
     return comparison, int((~untouched).sum()), shortfall

@@ -22,7 +22,7 @@ from bcc_pipeline.ml.backbones import check_backbone
 from bcc_pipeline.ml.datamodule import MRIDataModule
 from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.evaluation import predict_logits
-from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key, logits_from_features
+from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import ClassifierNet, build_network
 from bcc_pipeline.ml.settings import TrainingSettings
@@ -244,12 +244,13 @@ def fit_classifier(
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)
     module.load_trained_state(best["state_dict"])
     net = module.net.cpu().eval()
-    if use_cache:
-        val_logits = logits_from_features(
-            net, datamodule.splits["val"].views[0], device.torch_device
-        )
-    else:
-        val_logits = predict_logits(net, tensors.images("val"), device.torch_device)
+    # As validation computed them: on the cached features when the cache was used.
+    val_logits = predict_logits(
+        net,
+        datamodule.splits["val"].views[0] if use_cache else tensors.images("val"),
+        device.torch_device,
+        forward=ClassifierNet.from_features if use_cache else ClassifierNet.__call__,
+    )
     history = _history(Path(csv_logger.log_dir))
     best_row = history.loc[history["val_loss"].idxmin()]
     epochs_run = int(history["epoch"].max())
