@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from bcc_pipeline.assets.common import (
@@ -16,6 +17,7 @@ from bcc_pipeline.assets.common import (
     markdown_table,
     user_errors,
 )
+from bcc_pipeline.assets.report import PREDICTIONS_FILE
 from bcc_pipeline.assets.split import SPLIT_FILE
 from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.errors import ConfigError
@@ -87,6 +89,18 @@ def production_model(
     pointer = folder / POINTER_FILE
     report = json.loads(Path(test_metrics_report).read_text())
     tensors = TensorSplits.open(preprocessed_tensors)
+    predictions_file = Path(test_metrics_report).with_name(PREDICTIONS_FILE)
+    if not predictions_file.exists():
+        raise dg.Failure(
+            f"{predictions_file} is missing (a report from an older version): re-materialize "
+            "test_metrics_report"
+        )
+    predictions = np.load(predictions_file)
+    if len(predictions) != len(tensors.labels("test")):
+        raise dg.Failure(
+            f"the report scored {len(predictions)} test images, the tensors hold "
+            f"{len(tensors.labels('test'))}: re-materialize test_metrics_report"
+        )
     with user_errors(ConfigError):
         device = accelerator.trainer_device()
     # Read, decide and write as one step: two runs finishing together must not both replace
@@ -101,7 +115,7 @@ def production_model(
             significance_level=quality.significance_level,
             split_file_of=lambda run_id: artifacts.path / "stratified_split" / run_id / SPLIT_FILE,
         )
-        decision = decide(report, vit_checkpoint, current, tensors, device, gate)
+        decision = decide(report, predictions, current, tensors, device, gate)
         champion_run_id = current["run_id"] if current else "none"
         if decision.promoted:
             copy = run_folder / "model.pt"

@@ -16,11 +16,14 @@ from bcc_pipeline.resources import (
     LaunchChecksResource,
     TrackingResource,
 )
-from bcc_pipeline.storage import write_json, write_text
+from bcc_pipeline.storage import atomic_path, write_json, write_text
 
 REPORT_FILE = "report.json"
 MODEL_CARD_FILE = "model_card.md"
-CODE_VERSION = "2"
+PREDICTIONS_FILE = "test_predictions.npy"
+"""Beside report.json: the predicted class of each test image, in the tensors' order, which
+production_model compares with the production model's instead of running the model again."""
+CODE_VERSION = "3"
 """Bump when the evaluation logic changes: the UI then marks the report and what follows stale."""
 
 
@@ -51,6 +54,7 @@ def test_metrics_report(
     preprocessed_tensors: str,
     stratified_split: str,
 ) -> dg.Output[str]:
+    import numpy as np
     import pandas as pd
     import torch
 
@@ -145,6 +149,8 @@ def test_metrics_report(
         folder / "report.md",
         f"{markdown}{linked}\nModel card: [{card_path.name}]({card_path.name})\n",
     )
+    with atomic_path(folder / PREDICTIONS_FILE) as tmp, tmp.open("wb") as handle:
+        np.save(handle, logits.argmax(dim=1).numpy())
     path = write_json(folder / REPORT_FILE, report)
     low, high = report["accuracy_ci95"]
     context.log.info(

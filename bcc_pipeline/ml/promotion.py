@@ -85,7 +85,7 @@ def _seen_by(payload: dict, split_file_of: Callable[[str], Path]) -> set[str] | 
 
 
 def _against_production(
-    challenger_checkpoint: str,
+    challenger_predictions: np.ndarray,
     current: dict,
     report: dict,
     tensors: TensorSplits,
@@ -125,7 +125,7 @@ def _against_production(
     untouched = ~np.isin(np.array(tensors.digests("test"), dtype=object), list(seen))
     comparison = compare_paired(
         _correct_on_test(champion_net, champion, tensors, device)[untouched],
-        _correct_on_test(*load_classifier(challenger_checkpoint), tensors, device)[untouched],
+        (challenger_predictions == tensors.labels("test"))[untouched],
     )
     shortfall = challenger_shortfall(comparison, gate.margin, gate.significance_level)
     return comparison, int((~untouched).sum()), shortfall
@@ -133,14 +133,16 @@ def _against_production(
 
 def decide(
     report: dict,
-    challenger_checkpoint: str,
+    challenger_predictions: np.ndarray,
     current: dict | None,
     tensors: TensorSplits,
     device: TrainerDevice,
     gate: Gate,
 ) -> Decision:
     """The gate: the accuracy floor on the whole test split, then, when a production model
-    exists, the two models on the same test images that the production model never saw."""
+    exists, the two models on the same test images that the production model never saw. The
+    new model's answers are `challenger_predictions` (its report's predicted class per test
+    image); the production model is run on the test images here."""
     reasons = accuracy_gate(report, gate.floor)
     if current is None:
         return Decision(
@@ -151,7 +153,7 @@ def decide(
             dropped=0,
         )
     comparison, dropped, shortfall = _against_production(
-        challenger_checkpoint, current, report, tensors, device, gate
+        challenger_predictions, current, report, tensors, device, gate
     )
     reasons += shortfall
     return Decision(

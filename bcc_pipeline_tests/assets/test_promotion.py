@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -13,10 +14,11 @@ from filelock import FileLock
 
 from bcc_pipeline import checks
 from bcc_pipeline.assets.promotion import HISTORY_FILE, POINTER_FILE, production_model
+from bcc_pipeline.assets.report import PREDICTIONS_FILE
 from bcc_pipeline.data.manifest import scan_folder
 from bcc_pipeline.data.split import split_fingerprint
 from bcc_pipeline.data.tensors import TensorSplits, write_tensor_splits
-from bcc_pipeline.ml.checkpoint import save_checkpoint
+from bcc_pipeline.ml.checkpoint import read_checkpoint, save_checkpoint
 from bcc_pipeline.ml.network import build_network
 from bcc_pipeline.resources import QualityGatesResource
 from bcc_pipeline.storage import write_parquet
@@ -79,7 +81,12 @@ def _model(
     )
 
 
-def _report(folder: Path, accuracy: float, names=NAMES) -> str:
+def _report(checkpoint: str, tensors: TensorSplits, accuracy: float, names=NAMES) -> str:
+    """What test_metrics_report writes for a model of _model: report.json with the given
+    accuracy, and beside it the model's one answer as its prediction for every test image."""
+    folder = Path(checkpoint).parent
+    answer = int(read_checkpoint(checkpoint)["state_dict"]["head.bias"].argmax())
+    np.save(folder / PREDICTIONS_FILE, np.full(len(tensors.labels("test")), answer))
     path = folder / "report.json"
     path.write_text(
         json.dumps({"accuracy": accuracy, "macro_f1": accuracy, "class_names": names, "n_test": 40})
@@ -114,9 +121,8 @@ def _resources(artifacts: Path, **quality) -> dict:
 
 def _decide(tmp_path: Path, tensors, checkpoint: str, accuracy: float = 0.5, **quality) -> dict:
     """One run of production_model with the given candidate; its metadata and the pointer."""
-    folder = Path(checkpoint).parent
     result = dg.materialize(
-        [*_stubs(checkpoint, _report(folder, accuracy), tensors), production_model],
+        [*_stubs(checkpoint, _report(checkpoint, tensors, accuracy), tensors), production_model],
         resources=_resources(tmp_path / "artifacts", **quality),
     )
     event = result.asset_materializations_for_node("production_model")[0]
@@ -209,7 +215,10 @@ def test_other_class_names_are_refused_with_the_reason(tmp_path, tensors):
     folder = tmp_path / "renamed"
     checkpoint = _model(folder, MENIN, names=other)
     result = dg.materialize(
-        [*_stubs(checkpoint, _report(folder, 0.9, names=other), tensors), production_model],
+        [
+            *_stubs(checkpoint, _report(checkpoint, tensors, 0.9, names=other), tensors),
+            production_model,
+        ],
         resources=_resources(tmp_path / "artifacts"),
     )
     event = result.asset_materializations_for_node("production_model")[0]
@@ -226,13 +235,26 @@ def test_production_model_for_another_image_size_is_not_scored_and_says_why(tmp_
     assert "takes 64 px images, this run's tensors are 32 px" in result["reason"]
 
 
+def test_a_report_without_test_predictions_fails_with_what_to_do(tmp_path, tensors):
+    checkpoint = _model(tmp_path / "old-report", MENIN)
+    report = _report(checkpoint, tensors, 0.5)
+    Path(report).with_name(PREDICTIONS_FILE).unlink()
+    result = dg.materialize(
+        [*_stubs(checkpoint, report, tensors), production_model],
+        resources=_resources(tmp_path / "artifacts"),
+        raise_on_error=False,
+    )
+    message = result.failure_data_for_node("production_model").error.message
+    assert "is missing" in message and "re-materialize test_metrics_report" in message
+
+
 def test_damaged_pointer_fails_with_what_to_do(tmp_path, tensors):
     _champion(tmp_path, tensors, GLIOMA)
     (tmp_path / "artifacts" / "production_model" / POINTER_FILE).write_text("{")
     folder = tmp_path / "next"
     checkpoint = _model(folder, MENIN)
     result = dg.materialize(
-        [*_stubs(checkpoint, _report(folder, 0.5), tensors), production_model],
+        [*_stubs(checkpoint, _report(checkpoint, tensors, 0.5), tensors), production_model],
         resources=_resources(tmp_path / "artifacts"),
         raise_on_error=False,
     )
@@ -275,7 +297,8 @@ def test_every_decision_is_kept_in_the_history(tmp_path, tensors):
 
 def test_a_floor_failure_fails_the_run_after_recording_the_refusal(tmp_path, tensors):
     folder = tmp_path / "low"
-    stubs = _stubs(_model(folder, GLIOMA), _report(folder, 0.1), tensors)
+    checkpoint = _model(folder, GLIOMA)
+    stubs = _stubs(checkpoint, _report(checkpoint, tensors, 0.1), tensors)
     defs = dg.Definitions(
         assets=[*stubs, production_model],
         asset_checks=[checks.accuracy_meets_floor],

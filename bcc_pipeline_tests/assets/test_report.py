@@ -2,10 +2,13 @@ import json
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 
+from bcc_pipeline.assets.report import PREDICTIONS_FILE
 from bcc_pipeline.assets.report import test_metrics_report as report_asset
+from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.checkpoint import read_checkpoint
 from bcc_pipeline.storage import write_parquet
 from bcc_pipeline_tests.assets.conftest import materialization, resources
@@ -35,6 +38,22 @@ def test_report_is_complete_and_agrees_with_the_split(pipeline_run):
     for name in ("report.md", "confusion_matrix.png", "per_class.png", "reliability.png"):
         assert (report_path.parent / name).stat().st_size > 0
     assert metadata["report"].count("data:image/png;base64,") == 4, "with reliability and maps"
+
+
+def test_the_test_predictions_beside_the_report_reproduce_its_confusion_matrix(pipeline_run):
+    """production_model compares these with the production model's answers, so they must be
+    the report's own predictions, one per test image in the tensors' order."""
+    result = pipeline_run.result
+    report_path = Path(result.output_for_node("test_metrics_report"))
+    report = json.loads(report_path.read_text())
+    predictions = np.load(report_path.with_name(PREDICTIONS_FILE))
+    tensors = TensorSplits.open(result.output_for_node("preprocessed_tensors"))
+    labels = tensors.labels("test")
+    assert predictions.shape == labels.shape
+    classes = len(report["class_names"])
+    matrix = np.zeros((classes, classes), dtype=int)
+    np.add.at(matrix, (labels, predictions), 1)
+    assert matrix.tolist() == report["confusion_matrix"]
 
 
 def test_report_is_calibrated_with_the_checkpoints_temperature(pipeline_run):
