@@ -194,17 +194,25 @@ def generate_sample_dataset(
     UnwritableDirError naming it and why.
     """
     root = Path(out_dir) / KAGGLE_SUBDIR
-    for class_idx, label in enumerate(CLASS_FOLDERS):
+    for label in CLASS_FOLDERS:
         class_dir = root / label
         check_writable_dir(class_dir)
         for i in range(1, per_class + 1):
-            rng = np.random.default_rng([seed, class_idx, i])
-            pixels = render_slice(label, rng, size)
-            with atomic_path(class_dir / f"{label}_{i:04d}.jpg") as tmp:
-                Image.fromarray(pixels).save(
-                    tmp, format="JPEG", quality=_JPEG_QUALITY, comment=SYNTHETIC_MARK
-                )
+            write_slice(class_dir, label, i, size, seed)
     return root
+
+
+def write_slice(class_dir: Path, label: str, number: int, size: int, seed: int = 0) -> Path:
+    """Image `number` (from 1) of class `label`, drawn from its own seed (seed, class, number)
+    and written atomically as class_dir/<label>_<number:04d>.jpg: so the images of a dataset
+    can be written in any order, by any process, and come out byte for byte the same."""
+    rng = np.random.default_rng([seed, CLASS_FOLDERS.index(label), number])
+    path = class_dir / f"{label}_{number:04d}.jpg"
+    with atomic_path(path) as tmp:
+        Image.fromarray(render_slice(label, rng, size)).save(
+            tmp, format="JPEG", quality=_JPEG_QUALITY, comment=SYNTHETIC_MARK
+        )
+    return path
 
 
 def is_synthetic(data: bytes) -> bool:

@@ -1,9 +1,9 @@
 """Write the synthetic Kaggle-layout dataset with every core: the same bytes that
 bcc_pipeline.sample_data.generate_sample_dataset writes, in a fraction of its time.
 
-generate_sample_dataset draws one image after another; each image has its own seed, so a
-process pool can draw them in any order and write identical files (the first image of each
-class is compared with generate_sample_dataset's, byte for byte). The defaults are the Kaggle
+generate_sample_dataset draws one image after another with sample_data.write_slice; each image
+has its own seed, so a process pool running the same write_slice can draw them in any order and
+write identical files. The defaults are the Kaggle
 download's shape: 2004 images per class at 512 px, plus 44 byte-identical
 'brain_tumor_NNNN - Copy.jpg' files in brain_tumor: 6056 files. An existing folder holding
 exactly that is reused; one holding anything else is refused.
