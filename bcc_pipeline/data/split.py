@@ -62,13 +62,19 @@ def _duplicate_edges(table: pd.DataFrame, near_duplicate_distance: int | None) -
     edges = []
     for column in ("sha256",) if near_duplicate_distance is None else ("sha256", "phash"):
         codes, uniques = pd.factorize(table[column], sort=True)
-        first_row = np.full(len(uniques), len(table))
-        np.minimum.at(first_row, codes, np.arange(len(table)))
+        first_row = _first_rows(codes, len(uniques))
         edges.append(np.stack([np.arange(len(table)), first_row[codes]], axis=1))
         if column == "phash":
             pairs = near_duplicate_pairs(list(uniques), near_duplicate_distance)
             edges.append(first_row[pairs])
     return np.concatenate(edges)
+
+
+def _first_rows(codes: np.ndarray, n_codes: int) -> np.ndarray:
+    """For each code 0..n_codes-1, the first row that holds it."""
+    first_row = np.full(n_codes, len(codes))
+    np.minimum.at(first_row, codes, np.arange(len(codes)))
+    return first_row
 
 
 def _components(count: int, edges: np.ndarray) -> np.ndarray:
@@ -83,8 +89,7 @@ def _components(count: int, edges: np.ndarray) -> np.ndarray:
 def _group_names(sorted_digests: pd.Series, components: np.ndarray) -> np.ndarray:
     """Name each group by its smallest member digest: stable whatever the file order. The rows
     are sorted by digest, so a group's first row holds its smallest."""
-    first_row = np.full(components.max(initial=-1) + 1, len(components))
-    np.minimum.at(first_row, components, np.arange(len(components)))
+    first_row = _first_rows(components, components.max(initial=-1) + 1)
     return ("g" + sorted_digests.str[:16]).to_numpy()[first_row[components]]
 
 
