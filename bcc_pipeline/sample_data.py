@@ -9,7 +9,6 @@ brightness is normalised identically for every class so that a model cannot shor
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,9 +212,3 @@ def write_slice(class_dir: Path, label: str, number: int, size: int, seed: int =
             tmp, format="JPEG", quality=_JPEG_QUALITY, comment=SYNTHETIC_MARK
         )
     return path
-
-
-def is_synthetic(data: bytes) -> bool:
-    """Whether an image file's bytes carry the generator's mark (reads the header only)."""
-    with Image.open(io.BytesIO(data)) as image:
-        return image.info.get("comment") == SYNTHETIC_MARK

@@ -61,6 +61,8 @@ class DecodedImage:
     width: int
     height: int
     """The size as stored, before any draft scaling."""
+    comment: bytes | None = None
+    """The file's comment, where its format has one (a JPEG's: the synthetic generator's mark)."""
 
 
 def sniff_format(head: bytes) -> str | None:
@@ -148,7 +150,8 @@ def decode_image(data: bytes, draft_size: int | None = None) -> DecodedImage:
         if draft_size is not None and image.format == "JPEG":
             image.draft(image.mode, (draft_size, draft_size))
         image.load()
-        return DecodedImage(to_rgb(image), image_format, mode, width, height)
+        comment = image.info.get("comment")
+        return DecodedImage(to_rgb(image), image_format, mode, width, height, comment)
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, MemoryError):

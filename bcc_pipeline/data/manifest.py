@@ -21,7 +21,7 @@ from bcc_pipeline.data.images import (
     read_image_file,
 )
 from bcc_pipeline.data.parallel import parallel_map
-from bcc_pipeline.sample_data import is_synthetic
+from bcc_pipeline.sample_data import SYNTHETIC_MARK
 
 MANIFEST_COLUMNS = [
     "path",
@@ -170,7 +170,7 @@ def inspect_file(path: Path, data_dir: Path, max_file_bytes: int) -> dict:
         "mode": image.mode,
         "phash": perceptual_hash(image.rgb),
         "status": "ok",
-        "synthetic": is_synthetic(data),
+        "synthetic": image.comment == SYNTHETIC_MARK,
     }
 
 
