@@ -2,7 +2,7 @@
 
 Augmentation is a choice between views of an item: the image and its mirror. On pixels the
 mirror is computed on the fly; on features both views were cached. Either way a training draw
-picks one view with equal probability, and val/test always see the first (unflipped) view."""
+picks one view with equal probability, and validation always sees the first (unflipped) view."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
+
+TRAINING_SPLITS = ("train", "val")
+"""What training reads. The test split stays unseen until test_metrics_report evaluates the
+whole network on it, as predict runs it."""
 
 
 class MirroredView:
@@ -108,7 +111,7 @@ class MRIDataModule(pl.LightningDataModule):
             split: SplitViews(
                 split_views(tensors.images(split), split, horizontal_flip), tensors.labels(split)
             )
-            for split in SPLITS
+            for split in TRAINING_SPLITS
         }
         return cls(splits, batch_size=batch_size, num_workers=num_workers)
 

@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.backbones import NO_WEIGHTS
-from bcc_pipeline.ml.datamodule import MirroredView, SplitViews, split_views
+from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, MirroredView, SplitViews, split_views
 from bcc_pipeline.ml.network import ClassifierNet, inference_copy
 from bcc_pipeline.storage import filled_once
 
@@ -102,7 +101,7 @@ def _load_views(store: Path, tensors: TensorSplits, horizontal_flip: bool) -> di
             _view_file(store, split, view)
             for view in range(len(split_views(tensors.images(split), split, horizontal_flip)))
         ]
-        for split in SPLITS
+        for split in TRAINING_SPLITS
     }
     total = sum(path.stat().st_size for paths in files.values() for path in paths)
     in_memory = total <= IN_MEMORY_LIMIT_BYTES
@@ -124,12 +123,12 @@ def cached_feature_splits(
     store: Path,
     batch_size: int = 64,
 ) -> tuple[dict[str, SplitViews], bool]:
-    """Features of every split (train gets the image and its mirror as two views), and
+    """Features of the training splits (train gets the image and its mirror as two views), and
     whether they were read back from `store` rather than computed (see filled_once)."""
     with filled_once(store) as partial:
         if partial is not None:
             frozen = inference_copy(net, device, dtype)
-            for split in SPLITS:
+            for split in TRAINING_SPLITS:
                 sources = split_views(tensors.images(split), split, horizontal_flip)
                 for view, source in enumerate(sources):
                     extract_features(frozen, source, _view_file(partial, split, view), batch_size)

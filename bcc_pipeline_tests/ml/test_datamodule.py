@@ -20,11 +20,11 @@ def test_training_draws_both_views_and_evaluation_only_the_first():
     assert all(torch.equal(evaluation[0][0], torch.from_numpy(images[0])) for _ in range(20))
 
 
-def test_flip_only_on_the_training_split(sample_tensors):
+def test_flip_only_on_the_training_split_and_no_test_split(sample_tensors):
     datamodule = MRIDataModule.from_tensors(sample_tensors, batch_size=8, horizontal_flip=True)
     assert len(datamodule.splits["train"].views) == 2
     assert len(datamodule.splits["val"].views) == 1
-    assert len(datamodule.splits["test"].views) == 1
+    assert "test" not in datamodule.splits, "training never reads the test split"
     batch, labels = next(iter(datamodule.val_dataloader()))
     assert batch.dtype == torch.uint8 and batch.shape == (8, 3, 32, 32)
     first = torch.from_numpy(np.array(sample_tensors.images("val")[:8]))

@@ -75,3 +75,18 @@ def test_an_unfinished_store_is_computed_again(sample_tensors, tmp_path):
     )
     assert not reused and (store / STORE_COMPLETE).is_file()
     assert np.asarray(splits["train"].views[0]).shape[0] == len(sample_tensors.labels("train"))
+
+
+def test_the_cache_never_runs_the_backbone_on_the_test_split(sample_tensors, tmp_path):
+    net = tiny_net()
+    seen: list[int] = []
+    net.backbone.register_forward_hook(lambda _m, args, _out: seen.append(len(args[0])))
+    splits, _ = cached_feature_splits(net, sample_tensors, CPU, torch.float32, True, tmp_path / "k")
+    assert set(splits) == {"train", "val"}
+    n_train, n_val = (len(sample_tensors.labels(split)) for split in ("train", "val"))
+    assert sum(seen) == 2 * n_train + n_val, "each training image and its mirror, each val image"
+    assert sorted(p.name for p in (tmp_path / "k").glob("*.npy")) == [
+        "train_view0.npy",
+        "train_view1.npy",
+        "val_view0.npy",
+    ]
