@@ -131,6 +131,7 @@ def test_metrics_report(
             paths,
             folder,
             device.torch_device,
+            dtype,
         )
         figures[f"explanation maps ({explanations.method})"] = explanations.grid
         method, n_maps = explanations.method, len(explanations.files)

@@ -137,21 +137,3 @@ def reliability_plot(
         axes.set_title(title)
         axes.legend(loc="upper left", fontsize=8)
     return _save(figure, path)
-
-
-def explanation_plot(
-    images: np.ndarray, maps: np.ndarray, captions: list[str], path: Path, columns: int = 4
-) -> Path:
-    """Each uint8 CHW image with its [0, 1] map laid over it (jet, 40% opaque), in a grid with
-    one caption per panel; one image makes a single-panel figure. Pixels are drawn as they are
-    (no smoothing): the PNG stays small enough to show inline on the asset page."""
-    columns = min(columns, len(images))
-    rows = -(-len(images) // columns)
-    figure = Figure(figsize=(2.6 * columns, 3.0 * rows))
-    for index, (image, heat, caption) in enumerate(zip(images, maps, captions, strict=True)):
-        axes = figure.add_subplot(rows, columns, index + 1)
-        axes.imshow(np.asarray(image).transpose(1, 2, 0), interpolation="nearest")
-        axes.imshow(heat, cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0, interpolation="nearest")
-        axes.set_title(caption, fontsize=7)
-        axes.set_axis_off()
-    return _save(figure, path)

@@ -64,14 +64,19 @@ def _lesion_detector() -> ClassifierNet:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_attention_rollout_maps_have_the_image_size_and_follow_the_lesion(seed):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_rollout_maps_have_the_image_size_and_follow_the_lesion(seed, dtype):
     """Untrained vit_tiny: the one patch that differs draws more head-averaged attention than
     the identical dark ones (exp in the softmax is convex), so even random weights' rollout
-    peaks on it; a rollout that lost the token order or the class-token row would not."""
+    peaks on it; a rollout that lost the token order or the class-token row would not. So
+    it does in bfloat16, the precision the report evaluates a cached-feature model in."""
     net = tiny_net(image_size=SIZE, seed=seed)
     images = np.stack([_lesion_image("left"), _lesion_image("right")])
-    explainer = Explainer(net, CPU)
+    explainer = Explainer(net, CPU, dtype)
     maps = explainer.maps(images)
+    assert {p.dtype for p in explainer._net.parameters()} == {dtype}
+    if dtype != torch.float32:
+        np.testing.assert_allclose(maps, Explainer(net, CPU).maps(images), atol=0.1)
     assert explainer.method == "attention rollout"
     assert maps.shape == (2, SIZE, SIZE) and maps.dtype == np.float32
     assert maps.min() == 0.0 and maps.max() == pytest.approx(1.0)
@@ -105,13 +110,14 @@ def test_attention_rollout_multiplies_each_blocks_attention_with_the_residual_pa
     torch.testing.assert_close(rollout[0, 0], expected[0, 1:].reshape(side, side))
 
 
-def test_grad_cam_of_a_lesion_detector_is_the_lesion():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grad_cam_of_a_lesion_detector_is_the_lesion(dtype):
     """A known answer: for a CNN that counts bright for and dark against 'lesion', the
     Grad-CAM of 'lesion' is the lesion, upsampled from half resolution to the image's size;
     the dark background counts against it and is cut to zero, like the featureless brain."""
     net = _lesion_detector()
     images = np.stack([_lesion_image("left", brain=True), _lesion_image("right", brain=True)])
-    explainer = Explainer(net, CPU)
+    explainer = Explainer(net, CPU, dtype)
     maps = explainer.maps(images)
     assert explainer.method == "Grad-CAM"
     assert maps.shape == (2, SIZE, SIZE)
