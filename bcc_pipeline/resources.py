@@ -382,12 +382,15 @@ class LaunchChecksResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         from bcc_pipeline.launch_checks import raise_for_problems
+        from bcc_pipeline.shutdown import skip_final_garbage_collection
 
         run = context.dagster_run
         if run is None:
             return  # a resource built outside a run checks nothing
         if run.is_finished:
             return  # `dagster job execute` rebuilds a finished run's context to read its outputs
+        # This process executes a run: once it exits, it need not tidy up what it imported.
+        skip_final_garbage_collection()
         raise_for_problems(
             run.run_config,
             _steps_to_run(context),
