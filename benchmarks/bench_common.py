@@ -394,8 +394,8 @@ def split_counts(
 
 
 def cached_views(counts: Mapping[str, int]) -> int:
-    """Forward passes the feature cache makes: each training image and its mirror, val, test."""
-    return 2 * counts["train"] + counts["val"] + counts["test"]
+    """Forward passes the feature cache makes: each training image and its mirror, and val."""
+    return 2 * counts["train"] + counts["val"]
 
 
 # --------------------------------------------------------------------------- child processes

@@ -2,7 +2,8 @@
 every view the feature cache needs, and nothing else.
 
 A head-only recipe must run the frozen backbone at least once per image and view (the image
-and its mirror for training, so that a random flip stays a fair coin; val and test once). This
+and its mirror for training, so that a random flip stays a fair coin; val once; the test split
+is the report's, not training's). This
 script times exactly that on random uint8 input already in memory: normalisation plus the
 backbone (its head removed), torch.inference_mode, weights and input in bfloat16 where the CPU
 supports it (else float32), after an untimed warm-up batch (oneDNN sets its kernels up on first
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"The pipeline's split of {args.per_class} x {len(CLASS_FOLDERS)} images (+{args.copies} "
         f"copies): {counts['train']}/{counts['val']}/{counts['test']}, so {views} views "
-        f"(2 x train + val + test). {args.backbone}, {dtype}, batch {args.batch_size}.\n",
+        f"(2 x train + val). {args.backbone}, {dtype}, batch {args.batch_size}.\n",
         flush=True,
     )
     seconds, warmup = forward_seconds(args.backbone, views, args.image_size, args.batch_size, dtype)
