@@ -6,7 +6,7 @@ backbone's reduced-precision forward pass on input already on the device.
      (bfloat16 on a recent GPU), torch.inference_mode, batch --ceiling-batch, after warm-up,
      timed between device synchronisations;
 (ii) pipeline: extract_features, as the feature cache calls it (an inference_copy of the
-     network, the same views: train, its mirror, val, test; the pipeline's default feature
+     network, the same views: train, its mirror, val; the pipeline's default feature
      batch), over the memory-mapped uint8 tensors a training_job wrote, after a warm-up batch.
 
 Target (issue 10): (ii) >= 70% of (i), judged on a CUDA GPU only. Exit status 1 when missed.
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from bcc_pipeline.data.tensors import TensorSplits
-    from bcc_pipeline.ml.datamodule import split_views
+    from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, split_views
     from bcc_pipeline.ml.devices import TrainerDevice
     from bcc_pipeline.ml.features import extract_features
     from bcc_pipeline.ml.network import build_network, inference_copy
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = ceiling_images_per_second(frozen, args, tensors.image_size)
     sources = [
         (f"{split} view {index}", source)
-        for split in ("train", "val", "test")
+        for split in TRAINING_SPLITS
         for index, source in enumerate(split_views(tensors.images(split), split, True))
     ]
     rows = []
