@@ -56,6 +56,12 @@ class Explainer:
         self._net = inference_copy(net, device, dtype)
         self._device = device
 
+    @property
+    def network(self) -> ClassifierNet:
+        """The explainer's own copy, in eval mode: a caller that classifies the same images
+        can use it instead of holding a second copy (no hook outlives a `maps` call)."""
+        return self._net
+
     def maps(self, images: np.ndarray | MappedArray, batch_size: int = 16) -> np.ndarray:
         """float32 (N, H, W) maps in [0, 1] for uint8 NCHW images."""
         maps = []

@@ -35,6 +35,8 @@ def predict_files(
     temperature = stored_temperature(payload)
     # A backbone without a map fails here, before any image.
     explainer = Explainer(module, torch.device("cpu")) if explain_dir is not None else None
+    if explainer is not None:
+        module = explainer.network  # one float32 copy of the network in memory, not two
     for index, path in enumerate(paths):
         try:
             pixels = torch.from_numpy(model_input(read_image_file(path), size))[None]

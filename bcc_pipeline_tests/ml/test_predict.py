@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -28,8 +30,9 @@ def checkpoint(tmp_path_factory, unusual_net):
     return save_tiny_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", unusual_net)
 
 
-def _scan(path):
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 80), np.uint8)).save(path)
+def _scan(path, seed: int = 0):
+    pixels = np.random.default_rng(seed).integers(0, 255, (100, 80), np.uint8)
+    Image.fromarray(pixels).save(path)
     return path
 
 
@@ -115,3 +118,16 @@ def test_predict_gives_calibrated_probabilities_and_flags_the_uncertain(unusual_
     torch.testing.assert_close(probabilities, expected, atol=1e-5, rtol=1e-4)
     assert below["uncertain"] is False and above["uncertain"] is True
     assert "explanation" not in below
+
+
+def test_explaining_changes_no_probability(unusual_net, tmp_path):
+    """With --explain the explainer's copy of the network classifies: the same numbers."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt", unusual_net, temperature=2.0)
+    scans = [_scan(tmp_path / f"scan{i}.png", seed=i) for i in range(3)]
+    plain = list(predict_files(checkpoint, scans, uncertain_below=0.6))
+    explained = list(
+        predict_files(checkpoint, scans, uncertain_below=0.6, explain_dir=tmp_path / "maps")
+    )
+    for without, with_map in zip(plain, explained, strict=True):
+        assert Path(with_map.pop("explanation")).is_file()
+        assert with_map == without
