@@ -8,6 +8,7 @@ import io
 import os
 import stat
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +16,19 @@ import imagehash
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
+_SIGNATURES: dict[str, Callable[[bytes], bool]] = {
+    "JPEG": lambda head: head.startswith(b"\xff\xd8\xff"),
+    "PNG": lambda head: head.startswith(b"\x89PNG\r\n\x1a\n"),
+    "BMP": lambda head: head.startswith(b"BM"),
+    "TIFF": lambda head: head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+    "WEBP": lambda head: head.startswith(b"RIFF") and head[8:12] == b"WEBP",
+    "GIF": lambda head: head[:6] in (b"GIF87a", b"GIF89a"),
+}
+SUPPORTED_FORMATS = tuple(_SIGNATURES)
 """Pillow format names. Only these are decoded, whatever a file's suffix: a file is sniffed from
 its first bytes (sniff_format) and handed to that one plugin, never to Pillow's guesswork over
 dozens of formats."""
-FORMAT_NAMES = "JPEG, PNG, BMP, TIFF, WebP or GIF"
+FORMAT_NAMES = f"{', '.join(SUPPORTED_FORMATS[:-1])} or {SUPPORTED_FORMATS[-1]}"
 
 MAX_PIXELS = 50_000_000
 """Larger images are rejected before decoding: a decompression-bomb guard far above any MRI."""
@@ -67,19 +76,7 @@ class DecodedImage:
 
 def sniff_format(head: bytes) -> str | None:
     """The supported format whose signature starts `head` (a file's first bytes), if any."""
-    if head.startswith(b"\xff\xd8\xff"):
-        return "JPEG"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "PNG"
-    if head.startswith(b"BM"):
-        return "BMP"
-    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return "TIFF"
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return "WEBP"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "GIF"
-    return None
+    return next((name for name, matches in _SIGNATURES.items() if matches(head)), None)
 
 
 def describe_content(head: bytes) -> str:
