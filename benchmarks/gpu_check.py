@@ -13,7 +13,9 @@ waited for):
 3. gpu_features.py: the bf16 forward ceiling and extract_features over the job's tensors;
 4. gpu_finetune.py: the bf16 forward+backward ceiling and fit_classifier with
    trainable_blocks -1, bf16-mixed, batch 64, over the job's tensors;
-5. bench_seed.py: the blog's recipe on the same images and card (7 loader workers, fp32).
+5. bench_seed.py: the blog's recipe on the same images and card (7 loader workers, fp32);
+6. bench_scaling.py: the manifest scan and the tensor decoding on 2 and on every core, over the
+   same images (parallel efficiency; this project's CPU machine has only 2 cores).
 
 Then one table of every number, and the targets (exit status 1 when one is missed or a stage
 did not finish). Without a CUDA device it refuses with exit status 2, unless --cpu-smoke,
@@ -39,13 +41,14 @@ from bench_common import (
     report_targets,
     run_script,
 )
+from bench_scaling import EFFICIENCY_TARGET
+from gpu_features import TARGET_RATIO as FEATURES_TARGET
+from gpu_finetune import TARGET_RATIO as FINETUNE_TARGET
 
 STARTED = time.monotonic()
 OWN_WORK_TARGET_S = 10.0
 JOB_WALL_TARGET_S = 30.0
 SEED_SPEEDUP_TARGET = 10.0
-FEATURES_TARGET = 0.70
-FINETUNE_TARGET = 0.60
 RESERVE_S = 10.0
 """Kept back from the deadline for the final table."""
 
@@ -64,6 +67,7 @@ STAGES = (
     Stage("features", "gpu_features.py", 40),
     Stage("finetune", "gpu_finetune.py", 70),
     Stage("seed", "bench_seed.py", 150),
+    Stage("scaling", "bench_scaling.py", 60),
 )
 
 
@@ -128,6 +132,8 @@ def stage_flags(args: argparse.Namespace, data: Path, job: dict[str, Any] | None
         "finetune": [*tensors, *model, *smoke_finetune, "--work", str(args.work / "finetune")],
         "seed": [*dataset, *recipe, "--workers", str(args.seed_workers),
                  "--work", str(args.work / "seed")],
+        "scaling": ["--data", str(data), "--low", "1" if smoke else "2",
+                    "--high", str(os.cpu_count() or 1), "--work", str(args.work / "scaling")],
     }  # fmt: skip
 
 
@@ -213,14 +219,18 @@ def numbers_table(results: dict[str, Any], walls: dict[str, float]) -> list[dict
         add("seed", "trainer.fit", seed["fit_seconds"])
         add("seed", "trainer.test", seed["test_seconds"])
         add("seed", "test accuracy (last epoch)", seed["test_accuracy"], "")
+    if scaling := results.get("scaling"):
+        for step, by in scaling["seconds"].items():
+            for workers, seconds in by.items():
+                add("scaling", f"{step}, {workers} processes", seconds)
     return rows
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
-    """Issue 10's five targets; one whose stage did not finish shows 'not run'."""
-    job, seed = results.get("training_job"), results.get("seed")
+    """Issue 10's GPU-machine targets; one whose stage did not finish shows 'not run'."""
+    job, seed, scaling = results.get("training_job"), results.get("seed"), results.get("scaling")
 
-    def target(name: str, goal: str, measured: tuple[str, bool] | None) -> Target:
+    def target(name: str, goal: str, measured: tuple[str, bool | None] | None) -> Target:
         text, met = measured or ("not run", None)
         return Target(name, text, goal, met)
 
@@ -235,6 +245,13 @@ def targets(results: dict[str, Any]) -> list[Target]:
             f"{result['ceiling_images_per_second']:.0f} images/s = {100 * result['ratio']:.0f}%"
         )
         return text, result["ratio"] >= goal
+
+    def efficiency(step: str) -> tuple[str, bool | None] | None:
+        if not scaling:
+            return None
+        share = scaling["efficiency"][step]
+        text = f"{100 * share:.0f}% ({scaling['low']} to {scaling['high']} processes)"
+        return text, (share >= EFFICIENCY_TARGET) if scaling["judged"] else None
 
     speedup = None
     if job and seed:
@@ -255,6 +272,9 @@ def targets(results: dict[str, Any]) -> list[Target]:
                share(results.get("features"), FEATURES_TARGET)),
         target("full fine-tuning / bf16 fwd+bwd ceiling", f">= {100 * FINETUNE_TARGET:.0f}%",
                share(results.get("finetune"), FINETUNE_TARGET)),
+        *(target(f"{step}: parallel efficiency, 2 to 16 cores",
+                 f">= {100 * EFFICIENCY_TARGET:.0f}%", efficiency(step))
+          for step in ("scan", "tensors")),
     ]  # fmt: skip
 
 
