@@ -19,6 +19,9 @@ MAP_OPACITY = 0.4
 MIN_SIDE = 192
 """Smaller images are enlarged (by a whole factor, nearest pixel) so that a caption fits."""
 FONT_SIZE = 11
+MAX_LINE_CHARS = 48
+"""Longer caption lines (a long file name) keep their start and end around '...', so that one
+name cannot widen every cell of the grid."""
 LINE_HEIGHT = 14
 PADDING = 4
 GRID_COLUMNS = 4
@@ -46,7 +49,7 @@ def overlay_panel(image: np.ndarray, heat: np.ndarray, caption: str) -> Image.Im
         picture = picture.resize(
             (picture.width * factor, picture.height * factor), Image.Resampling.NEAREST
         )
-    lines = caption.splitlines()
+    lines = [_shortened(line) for line in caption.splitlines()]
     measure = ImageDraw.Draw(picture)
     text_width = max((int(measure.textlength(line, font=_font())) for line in lines), default=0)
     width = max(picture.width, text_width) + 2 * PADDING
@@ -58,6 +61,13 @@ def overlay_panel(image: np.ndarray, heat: np.ndarray, caption: str) -> Image.Im
         left = (width - draw.textlength(line, font=_font())) / 2
         draw.text((left, PADDING + row * LINE_HEIGHT), line, fill="black", font=_font())
     return panel
+
+
+def _shortened(line: str) -> str:
+    if len(line) <= MAX_LINE_CHARS:
+        return line
+    keep = (MAX_LINE_CHARS - 3) // 2
+    return f"{line[:keep]}...{line[-keep:]}"
 
 
 def panel_grid(panels: Sequence[Image.Image], columns: int = GRID_COLUMNS) -> Image.Image:

@@ -1,10 +1,12 @@
 import numpy as np
+import pytest
 from matplotlib import colormaps
 from PIL import Image
 
 from bcc_pipeline.ml.overlays import (
     LINE_HEIGHT,
     MAP_OPACITY,
+    MAX_LINE_CHARS,
     MIN_SIDE,
     PADDING,
     overlay_panel,
@@ -58,3 +60,16 @@ def test_the_grid_holds_every_panel_in_rows_of_four(tmp_path):
     path = save_png(grid, tmp_path / "grid.png")
     with Image.open(path) as written:
         assert written.format == "PNG" and written.size == grid.size
+
+
+def test_a_long_name_in_a_caption_is_shortened_to_the_longest_line_kept():
+    image, heat = np.zeros((3, 224, 224), np.uint8), np.zeros((224, 224), np.float32)
+    longest_kept = overlay_panel(image, heat, "x" * MAX_LINE_CHARS)
+    longer = overlay_panel(image, heat, "x" * (MAX_LINE_CHARS + 500))
+    assert longer.width <= longest_kept.width and longer.height == longest_kept.height
+
+
+@pytest.mark.parametrize("name", ["bad\udcffname.jpg", "tab\tand\x00nul.jpg", "日本語.jpg", ""])
+def test_any_file_name_can_be_a_caption(name):
+    panel = overlay_panel(np.zeros((3, 32, 32), np.uint8), np.zeros((32, 32), np.float32), name)
+    assert panel.width >= MIN_SIDE
