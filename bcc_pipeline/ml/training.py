@@ -3,6 +3,8 @@ settings, each decided once and read top to bottom in fit_classifier."""
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
 import time
 import warnings
@@ -10,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -28,10 +31,12 @@ from bcc_pipeline.ml.network import ClassifierNet, build_network
 from bcc_pipeline.ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 CACHED_CHUNK = 512
+"""Samples per Lightning batch when training on cached features (see module.py)."""
 PROGRESS_EVERY_SECONDS = 30.0
 """Within a long epoch, a progress line this often."""
-"""Samples per Lightning batch when training on cached features (see module.py)."""
 
 
 @dataclass
@@ -167,6 +172,22 @@ def build_trainer(
     return trainer, checkpoint, csv_logger
 
 
+def _collect_garbage_after(function: Callable[P, R]) -> Callable[P, R]:
+    """Run a full garbage collection once `function` has returned. Lightning's trainer, module,
+    loops and callbacks refer to one another, so after a fit they (with the optimizer's state
+    and the training copy of the data) would wait for Python's next full collection, which
+    can come steps later, beside the report's own copy of the model."""
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        result = function(*args, **kwargs)
+        gc.collect()
+        return result
+
+    return wrapper
+
+
+@_collect_garbage_after
 def fit_classifier(
     tensors: TensorSplits,
     settings: TrainingSettings,

@@ -1,3 +1,5 @@
+import gc
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -5,6 +7,7 @@ import torch.nn.functional as F
 from bcc_pipeline.ml import training
 from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.evaluation import predict_logits
+from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.settings import TrainingSettings
 from bcc_pipeline.ml.training import FitResult, fit_classifier
 
@@ -182,3 +185,23 @@ def test_long_epochs_report_progress_between_epoch_lines(sample_tensors, tmp_pat
         f"epoch 1/1: {done}/{batches}" for done in range(1, batches + 1)
     ]
     assert "val_loss" in lines[-1]
+
+
+def test_training_leaves_no_optimizer_state_or_gradients_behind(sample_tensors, tmp_path):
+    """Full fine-tuning: once fit_classifier returns, the LightningModule and its Adam state
+    are freed (not left for a later full collection) and the returned network holds no
+    gradients, so the next step does not carry training's memory."""
+
+    def adam_states() -> set[int]:
+        return {id(o) for o in gc.get_objects() if isinstance(o, torch.optim.Adam)}
+
+    gc.collect()
+    before = adam_states()
+    result = _fit(sample_tensors, tmp_path, trainable_blocks=-1, max_epochs=1)
+    gc.disable()  # nothing but fit_classifier itself may have collected what it left
+    try:
+        assert adam_states() <= before
+        assert not [o for o in gc.get_objects() if isinstance(o, BrainMRIClassifier)]
+    finally:
+        gc.enable()
+    assert all(parameter.grad is None for parameter in result.net.parameters())
