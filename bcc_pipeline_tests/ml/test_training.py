@@ -193,7 +193,7 @@ def test_training_leaves_no_optimizer_state_or_gradients_behind(sample_tensors, 
     gradients, so the next step does not carry training's memory."""
 
     def adam_states() -> set[int]:
-        return {id(o) for o in gc.get_objects() if isinstance(o, torch.optim.Adam)}
+        return {id(o) for o in gc.get_objects() if type(o) is torch.optim.Adam}
 
     gc.collect()
     before = adam_states()
@@ -201,7 +201,7 @@ def test_training_leaves_no_optimizer_state_or_gradients_behind(sample_tensors, 
     gc.disable()  # nothing but fit_classifier itself may have collected what it left
     try:
         assert adam_states() <= before
-        assert not [o for o in gc.get_objects() if isinstance(o, BrainMRIClassifier)]
+        assert not [o for o in gc.get_objects() if type(o) is BrainMRIClassifier]
     finally:
         gc.enable()
     assert all(parameter.grad is None for parameter in result.net.parameters())
