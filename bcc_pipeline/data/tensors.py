@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -50,18 +51,16 @@ def _verified_input(path: Path, sha256: str, size: int, image_size: int) -> np.n
     )
 
 
-@lru_cache(maxsize=1)
+@lru_cache(maxsize=len(SPLITS))
 def _mapped_rows(images_file: Path) -> np.ndarray:
-    """The images file, memory-mapped once per process rather than once per image (a third of a
+    """An images file, memory-mapped once per process rather than once per image (a third of a
     millisecond each); pages are shared, so no flush is needed."""
     return np.load(images_file, mmap_mode="r+")
 
 
-def _decode_into(
-    task: tuple[int, str, str, int], images_file: Path, data_dir: Path, image_size: int
-) -> None:
-    """Decode one file (checked against its digest) into its row of the images file."""
-    index, path, digest, size = task
+def _decode_into(task: tuple[Path, int, str, str, int], data_dir: Path, image_size: int) -> None:
+    """Decode one file (checked against its digest) into its row of its split's images file."""
+    images_file, index, path, digest, size = task
     _mapped_rows(images_file)[index] = _verified_input(
         data_dir / path, digest, int(size), image_size
     )
@@ -77,7 +76,8 @@ def write_tensor_splits(
 ) -> dict:
     """Write `<split>_images.npy` (uint8 N,3,S,S), `<split>_labels.npy` and meta.json, which
     lists each split's paths and sha256 digests in row order. Every file is re-read and its
-    sha256 checked against the split table's before it is decoded."""
+    sha256 checked against the split table's before it is decoded; all splits are decoded by
+    one pool of workers."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     class_names = sorted(split_table["label"].unique())
     class_index = {name: i for i, name in enumerate(class_names)}
@@ -88,29 +88,39 @@ def write_tensor_splits(
         "split_fingerprint": split_fingerprint,
         "splits": {},
     }
-    for split in SPLITS:
-        rows = split_table[split_table["split"] == split].sort_values("path")
-        paths, digests = rows["path"].tolist(), rows["sha256"].tolist()
-        labels = np.array([class_index[name] for name in rows["label"]], dtype=np.int64)
-        with atomic_path(_images_file(out_dir, split)) as tmp:
-            images = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.uint8, shape=(len(paths), 3, image_size, image_size)
+    rows = {
+        split: split_table[split_table["split"] == split].sort_values("path") for split in SPLITS
+    }
+    with ExitStack() as files:
+        tasks = []
+        for split, split_rows in rows.items():
+            tmp = files.enter_context(atomic_path(_images_file(out_dir, split)))
+            # Allocated on disk; the workers write their rows into the file.
+            np.lib.format.open_memmap(
+                tmp, mode="w+", dtype=np.uint8, shape=(len(split_rows), 3, image_size, image_size)
             )
-            del images  # allocated on disk; the workers write their rows into the file
-            tasks = list(zip(range(len(paths)), paths, digests, rows["bytes"], strict=True))
-            try:
-                parallel_map(
-                    partial(
-                        _decode_into, images_file=tmp, data_dir=data_dir, image_size=image_size
-                    ),
-                    tasks,
-                    workers,
+            tasks += [
+                (tmp, index, path, digest, size)
+                for index, (path, digest, size) in enumerate(
+                    zip(split_rows["path"], split_rows["sha256"], split_rows["bytes"], strict=True)
                 )
-            finally:
-                _mapped_rows.cache_clear()  # this process's map, when it decoded rows itself
+            ]
+        try:
+            parallel_map(
+                partial(_decode_into, data_dir=data_dir, image_size=image_size), tasks, workers
+            )
+        finally:
+            _mapped_rows.cache_clear()  # this process's maps, when it decoded rows itself
+    for split, split_rows in rows.items():
+        labels = np.array([class_index[name] for name in split_rows["label"]], dtype=np.int64)
         with atomic_path(_labels_file(out_dir, split)) as tmp, tmp.open("wb") as handle:
             np.save(handle, labels)
-        meta["splits"][split] = {"count": len(paths), "paths": paths, "sha256": digests}
+        paths = split_rows["path"].tolist()
+        meta["splits"][split] = {
+            "count": len(paths),
+            "paths": paths,
+            "sha256": split_rows["sha256"].tolist(),
+        }
     write_json(out_dir / META_FILE, meta)
     return meta
 

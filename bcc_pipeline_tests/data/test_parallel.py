@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pandas as pd
 
@@ -12,6 +14,20 @@ def test_results_come_back_in_order_from_several_processes(monkeypatch):
     monkeypatch.setattr(parallel, "MIN_ITEMS_PER_PROCESS", 10)
     items = list(range(-100, 0))
     assert parallel.parallel_map(abs, items, workers=2) == [abs(i) for i in items]
+
+
+def parent_pid(_: int) -> int:
+    return os.getppid()
+
+
+def test_every_pool_forks_its_workers_from_one_server_not_from_this_process(monkeypatch):
+    """The server imports the work's modules once; a forked copy of a run (which holds
+    threads) could inherit a lock that nobody releases."""
+    monkeypatch.setattr(parallel, "MIN_ITEMS_PER_PROCESS", 10)
+    first = set(parallel.parallel_map(parent_pid, list(range(40)), workers=2))
+    second = set(parallel.parallel_map(parent_pid, list(range(40)), workers=2))
+    assert len(first) == 1 and first == second
+    assert os.getpid() not in first
 
 
 def test_few_items_stay_in_this_process(monkeypatch):
