@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import torch
 
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.backbones import NO_WEIGHTS
-from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, MirroredView, SplitViews, split_views
+from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, SplitViews, split_views
 from bcc_pipeline.ml.network import ClassifierNet, inference_copy
 from bcc_pipeline.storage import filled_once
 
@@ -58,37 +60,77 @@ def feature_store_key(
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:20]
 
 
+class _FeatureFile:
+    """A .npy file of float16 features, filled in order from device outputs that are copied
+    back only now and then: no host sync per batch, so transfers overlap compute."""
+
+    def __init__(self, path: Path, rows: int) -> None:
+        self.path, self.rows = path, rows
+        self.array: np.ndarray | None = None
+        self.pending: list[torch.Tensor] = []  # outputs still on the device
+        self.written = 0
+
+    def add(self, output: torch.Tensor) -> None:
+        if self.array is None:
+            self.array = np.lib.format.open_memmap(
+                self.path, mode="w+", dtype=np.float16, shape=(self.rows, *output.shape[1:])
+            )
+        self.pending.append(output.half())
+        if sum(t.nbytes for t in self.pending) >= PENDING_BYTES:
+            self.copy_back()
+
+    def copy_back(self) -> None:
+        for output in self.pending:
+            self.array[self.written : self.written + len(output)] = output.cpu().numpy()
+            self.written += len(output)
+        self.pending.clear()
+
+    def close(self) -> None:
+        self.copy_back()
+        if self.array is not None:
+            self.array.flush()
+
+
+def _read_ahead(images: MappedArray, batch_size: int, pin: bool) -> Iterator[torch.Tensor]:
+    """uint8 batches of `images`, each read (and pinned, for a GPU) on a helper thread while
+    the caller works on the one before; copying out of the memory-mapped file releases the
+    GIL, so the device is not kept waiting for the host."""
+
+    def read(start: int) -> torch.Tensor:
+        batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+        return batch.pin_memory() if pin else batch
+
+    starts = range(0, len(images), batch_size)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-reader") as reader:
+        upcoming = reader.submit(read, starts[0]) if starts else None
+        for following in [*starts[1:], None]:
+            batch = upcoming.result()
+            upcoming = reader.submit(read, following) if following is not None else None
+            yield batch
+
+
 @torch.inference_mode()
 def extract_features(
     net: ClassifierNet,
-    images: MappedArray | MirroredView,
+    images: MappedArray,
     destination: Path,
     batch_size: int = 64,
+    mirror_destination: Path | None = None,
 ) -> None:
-    """Write float16 frozen-prefix outputs for every image, in order, to a .npy file,
-    computed by `net` where it lies and in its precision (see inference_copy)."""
+    """Write float16 frozen-prefix outputs for every image, in order, to a .npy file, and for
+    their mirror images to `mirror_destination` when given; computed by `net` where it lies and
+    in its precision (see inference_copy). Each batch is read from the file once and mirrored
+    on the device."""
     device = net.mean.device
-    features: np.ndarray | None = None
-    pending: list[torch.Tensor] = []  # outputs still on the device
-    written = 0
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.array(images[start : start + batch_size]))
-        if device.type == "cuda":
-            batch = batch.pin_memory()
-        pending.append(net.frozen_features(batch.to(device, non_blocking=True)).half())
-        if features is None:
-            shape = (len(images), *pending[0].shape[1:])
-            features = np.lib.format.open_memmap(
-                destination, mode="w+", dtype=np.float16, shape=shape
-            )
-        # Copy back only now and then: no host sync per batch, so transfers overlap compute.
-        if sum(t.nbytes for t in pending) >= PENDING_BYTES or start + batch_size >= len(images):
-            for output in pending:
-                features[written : written + len(output)] = output.cpu().numpy()
-                written += len(output)
-            pending.clear()
-    if features is not None:
-        features.flush()
+    files = [(_FeatureFile(destination, len(images)), False)]
+    if mirror_destination is not None:
+        files.append((_FeatureFile(mirror_destination, len(images)), True))
+    for batch in _read_ahead(images, batch_size, pin=device.type == "cuda"):
+        batch = batch.to(device, non_blocking=True)
+        for file, mirrored in files:
+            file.add(net.frozen_features(batch.flip(-1) if mirrored else batch))
+    for file, _ in files:
+        file.close()
 
 
 def _view_file(store: Path, split: str, view: int) -> Path:
@@ -129,7 +171,8 @@ def cached_feature_splits(
         if partial is not None:
             frozen = inference_copy(net, device, dtype)
             for split in TRAINING_SPLITS:
-                sources = split_views(tensors.images(split), split, horizontal_flip)
-                for view, source in enumerate(sources):
-                    extract_features(frozen, source, _view_file(partial, split, view), batch_size)
+                # View 1, where there is one, is the mirror image (see split_views).
+                views = split_views(tensors.images(split), split, horizontal_flip)
+                files = [_view_file(partial, split, view) for view in range(len(views))]
+                extract_features(frozen, tensors.images(split), files[0], batch_size, *files[1:])
     return _load_views(store, tensors, horizontal_flip), partial is None

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key
+from bcc_pipeline.ml import features
+from bcc_pipeline.ml.features import cached_feature_splits, extract_features, feature_store_key
 from bcc_pipeline.storage import STORE_COMPLETE
 from bcc_pipeline_tests.conftest import tiny_net
 
@@ -58,6 +59,11 @@ def test_features_are_computed_once_then_read_back(sample_tensors, tmp_path):
     with torch.no_grad():
         direct = net.frozen_features(torch.from_numpy(np.array(sample_tensors.images("val"))))
     np.testing.assert_allclose(first["val"].views[0], direct.half().numpy(), rtol=1e-3)
+    train = torch.from_numpy(np.array(sample_tensors.images("train")))
+    with torch.no_grad():
+        as_is, mirrored = net.frozen_features(train), net.frozen_features(train.flip(-1))
+    np.testing.assert_allclose(first["train"].views[0], as_is.half().numpy(), rtol=1e-3)
+    np.testing.assert_allclose(first["train"].views[1], mirrored.half().numpy(), rtol=1e-3)
     second, reused = cached_feature_splits(net, sample_tensors, CPU, torch.float32, True, store)
     assert reused
     for split in first:
@@ -90,3 +96,18 @@ def test_the_cache_never_runs_the_backbone_on_the_test_split(sample_tensors, tmp
         "train_view1.npy",
         "val_view0.npy",
     ]
+
+
+def test_features_of_many_batches_and_their_mirrors_land_in_order(
+    sample_tensors, tmp_path, monkeypatch
+):
+    """Batches read ahead on a thread and copied back in several rounds keep their rows."""
+    monkeypatch.setattr(features, "PENDING_BYTES", 1)  # copy back after every batch
+    net, images = tiny_net(), sample_tensors.images("train")
+    extract_features(net, images, tmp_path / "a.npy", 3, mirror_destination=tmp_path / "m.npy")
+    pixels = torch.from_numpy(np.array(images))
+    with torch.no_grad():
+        as_is, mirrored = net.frozen_features(pixels), net.frozen_features(pixels.flip(-1))
+    close = {"rtol": 1e-3, "atol": 1e-5}  # batches of 3 round differently from one of all
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), as_is.half().numpy(), **close)
+    np.testing.assert_allclose(np.load(tmp_path / "m.npy"), mirrored.half().numpy(), **close)
