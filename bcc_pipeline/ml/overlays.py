@@ -1,7 +1,8 @@
 """Explanation maps laid over their images, drawn with Pillow: a caption above each image, the
 map in matplotlib's jet colormap at 40% opacity, pixels as they are (no smoothing), and a grid
 of such panels. A panel is an array blend and a few lines of text: about 17 ms each here,
-where a matplotlib figure per image took about 65 ms."""
+where a matplotlib figure per image took about 65 ms (saving one: 3 ms, see
+PNG_COMPRESS_LEVEL)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ name cannot widen every cell of the grid."""
 LINE_HEIGHT = 14
 PADDING = 4
 GRID_COLUMNS = 4
+PNG_COMPRESS_LEVEL = 1
+"""zlib level 1 writes a 224 px panel in 3 ms instead of 16 (Pillow's default, 6), a grid of
+16 in 26 ms instead of 94, for files about a quarter larger."""
 
 
 @cache
@@ -90,5 +94,5 @@ def panel_grid(panels: Sequence[Image.Image], columns: int = GRID_COLUMNS) -> Im
 
 def save_png(picture: Image.Image, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG")
+        picture.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return path
