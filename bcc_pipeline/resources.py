@@ -381,7 +381,8 @@ class LaunchChecksResource(dg.ConfigurableResource):
     quality: QualityGatesResource
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        from bcc_pipeline.launch_checks import raise_for_problems
+        from bcc_pipeline.data.parallel import start_worker_server
+        from bcc_pipeline.launch_checks import MANIFEST, TENSORS, raise_for_problems
         from bcc_pipeline.shutdown import skip_final_garbage_collection
 
         run = context.dagster_run
@@ -391,9 +392,13 @@ class LaunchChecksResource(dg.ConfigurableResource):
             return  # `dagster job execute` rebuilds a finished run's context to read its outputs
         # This process executes a run: once it exits, it need not tidy up what it imported.
         skip_final_garbage_collection()
+        steps = _steps_to_run(context)
+        if steps is None or not steps.isdisjoint({MANIFEST, TENSORS}):
+            # The scan's and the decoder's worker server starts while the checks import torch.
+            start_worker_server("bcc_pipeline.data.manifest", "bcc_pipeline.data.tensors")
         raise_for_problems(
             run.run_config,
-            _steps_to_run(context),
+            steps,
             dataset=self.dataset,
             artifacts=self.artifacts,
             accelerator=self.accelerator,

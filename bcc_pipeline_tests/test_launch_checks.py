@@ -6,6 +6,8 @@ import dagster as dg
 import pytest
 import torch
 
+from bcc_pipeline import launch_checks
+from bcc_pipeline.data import parallel
 from bcc_pipeline.definitions import defs
 from bcc_pipeline.launch_checks import launch_problems
 from bcc_pipeline.resources import (
@@ -210,3 +212,31 @@ def test_resource_settings_out_of_range_are_launch_problems(tmp_path):
         "resources.quality.config.significance_level: significance_level is a fraction from 0 "
         "to 1; got -0.1",
     ]
+
+
+def test_a_run_that_scans_starts_its_worker_server_before_the_checks(
+    sample_root, tmp_path, monkeypatch
+):
+    """The server imports the scan's and the decoder's modules while the checks import torch;
+    a run of training alone has no use for it."""
+    events: list[object] = []
+    monkeypatch.setattr(parallel, "start_worker_server", lambda *modules: events.append(modules))
+    original = launch_checks.raise_for_problems
+    monkeypatch.setattr(
+        launch_checks,
+        "raise_for_problems",
+        lambda *args, **kwargs: events.append("checks") or original(*args, **kwargs),
+    )
+    setup = resources(sample_root, tmp_path / "artifacts")
+    dg.materialize([defs.get_assets_def("raw_image_manifest")], resources=setup)
+    assert events == [("bcc_pipeline.data.manifest", "bcc_pipeline.data.tensors"), "checks"]
+    events.clear()
+    training = tiny_run_config().to_config_dict()["ops"]["vit_checkpoint"]
+    dg.materialize(
+        pipeline_assets(),
+        resources=setup,
+        selection=["vit_checkpoint"],
+        run_config={"ops": {"vit_checkpoint": training}},
+        raise_on_error=False,  # its input was never made; the launch check came first
+    )
+    assert events == ["checks"]
