@@ -9,10 +9,10 @@ def _module() -> BrainMRIClassifier:
     return BrainMRIClassifier(tiny_net(), ["a", "b", "c"], 1e-3, 16, train_on_features=True)
 
 
-def test_adam_steps_the_head_alone_with_torchs_default_kernel_on_the_cpu():
+def test_adam_steps_the_head_alone_with_its_fused_kernel_on_the_cpu():
     module = _module()
     optimizer = module.configure_optimizers()
-    assert optimizer.defaults["fused"] is None, "torch picks its own implementation"
+    assert optimizer.defaults["fused"] is True
     (group,) = optimizer.param_groups
     assert {id(p) for p in group["params"]} == {id(p) for p in module.net.head.parameters()}
 
