@@ -101,11 +101,14 @@ def _read_ahead(images: MappedArray, batch_size: int, pin: bool) -> Iterator[tor
         return batch.pin_memory() if pin else batch
 
     starts = range(0, len(images), batch_size)
+    if not starts:
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-reader") as reader:
-        upcoming = reader.submit(read, starts[0]) if starts else None
+        upcoming = reader.submit(read, starts[0])
         for following in [*starts[1:], None]:
             batch = upcoming.result()
-            upcoming = reader.submit(read, following) if following is not None else None
+            if following is not None:
+                upcoming = reader.submit(read, following)
             yield batch
 
 

@@ -111,3 +111,9 @@ def test_features_of_many_batches_and_their_mirrors_land_in_order(
     close = {"rtol": 1e-3, "atol": 1e-5}  # batches of 3 round differently from one of all
     np.testing.assert_allclose(np.load(tmp_path / "a.npy"), as_is.half().numpy(), **close)
     np.testing.assert_allclose(np.load(tmp_path / "m.npy"), mirrored.half().numpy(), **close)
+
+
+def test_no_images_means_no_batches_and_no_file(tmp_path):
+    empty = np.empty((0, 3, 32, 32), dtype=np.uint8)
+    extract_features(tiny_net(), empty, tmp_path / "a.npy", mirror_destination=tmp_path / "m.npy")
+    assert not list(tmp_path.iterdir())
