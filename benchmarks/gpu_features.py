@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from bcc_pipeline.data.tensors import TensorSplits
-    from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, split_views
+    from bcc_pipeline.ml.datamodule import TRAINING_SPLITS
     from bcc_pipeline.ml.devices import TrainerDevice
-    from bcc_pipeline.ml.features import extract_features
+    from bcc_pipeline.ml.features import extract_features, view_files
     from bcc_pipeline.ml.network import build_network, inference_copy
 
     parser = build_parser()
@@ -90,14 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="gpu-features-") as scratch:
         warm = tensors.images("train")[: args.feature_batch]
-        extract_features(frozen, warm, Path(scratch) / "warm.npy", args.feature_batch)
+        extract_features(frozen, warm, {Path(scratch) / "warm.npy": False}, args.feature_batch)
         for split in TRAINING_SPLITS:
-            # As the cache calls it: each image and, for train, its mirror (see split_views).
-            views = len(split_views(tensors.images(split), split, True))
-            files = [Path(scratch) / f"{split}_view{view}.npy" for view in range(views)]
+            files = view_files(Path(scratch), split, horizontal_flip=True)  # as the cache does
+            views = len(files)
             images = tensors.images(split)
             start = time.perf_counter()
-            extract_features(frozen, images, files[0], args.feature_batch, *files[1:])
+            extract_features(frozen, images, files, args.feature_batch)
             seconds = time.perf_counter() - start  # written to the host file: synchronised
             for file in files:
                 if not np.isfinite(np.load(file).astype(np.float32)).all():

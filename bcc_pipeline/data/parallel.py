@@ -29,31 +29,32 @@ def worker_count(workers: int | None = None) -> int:
         return os.cpu_count() or 1
 
 
+FORK_SERVER = "forkserver" in multiprocessing.get_all_start_methods()
+"""Whether this platform has a fork server (Linux and macOS do, Windows does not)."""
+
+
 def process_context(function: Callable) -> BaseContext:
     """How worker processes start. Never by forking this process: the caller may run threads,
     as a Dagster run does, and a forked child can inherit a lock no thread will ever release.
-    Where the platform has one, a fork server: a fresh single-threaded process that imports
-    `function`'s module once and forks each worker from itself, so a pool starts in
+    Where the platform has one, a fork server (see start_worker_server), so a pool starts in
     milliseconds instead of every worker importing numpy, pandas and Pillow again (0.5 s a
     pool on 2 cores, measured). Elsewhere, fresh interpreters."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    if not FORK_SERVER:
         return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
     while isinstance(function, partial):
         function = function.func
-    # Read when the server starts, once per process; a later call's module is imported in each
-    # of its workers, as a spawned worker would. "__main__": a script run by path (the `dagster`
-    # command, say) is imported once by the server, not again by every worker.
-    context.set_forkserver_preload(["__main__", function.__module__])
-    return context
+    start_worker_server(function.__module__)
+    return multiprocessing.get_context("forkserver")
 
 
 def start_worker_server(*modules: str) -> None:
-    """Start the fork server now, importing `modules` (those of the functions to map), for a
-    caller with other work in the coming seconds: the first pool then finds it ready rather
-    than waiting for its start (a second, more where imports are slow). Nothing happens where
-    the platform has no fork server or once the server runs."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
+    """Start the fork server, a fresh single-threaded process that imports `modules` (those of
+    the functions to map) once and forks each worker from itself. Called early by a caller with
+    other work in the coming seconds, the first pool then finds it ready. The modules are read
+    once per process, when the server starts; a later pool's module is imported in each of its
+    workers, as a spawned worker would. "__main__": a script run by path (the `dagster`
+    command, say) is imported once by the server, not again by every worker."""
+    if not FORK_SERVER:
         return
     from multiprocessing import forkserver  # Unix only
 

@@ -34,11 +34,20 @@ class MirroredView:
         return self.source[index][..., ::-1]
 
 
+def view_mirrors(split: str, horizontal_flip: bool) -> tuple[bool, ...]:
+    """Whether each view of a split's images is their mirror image: with flips, training also
+    sees the mirror; every other split sees the images as they are."""
+    return (False, True) if horizontal_flip and split == "train" else (False,)
+
+
 def split_views(
     images: MappedArray | np.ndarray, split: str, horizontal_flip: bool
 ) -> list[MappedArray | np.ndarray | MirroredView]:
-    """The views of a split's images: with flips, training also sees the mirror image."""
-    return [images, MirroredView(images)] if horizontal_flip and split == "train" else [images]
+    """The views of a split's images (see view_mirrors), the mirror computed on access."""
+    return [
+        MirroredView(images) if mirrored else images
+        for mirrored in view_mirrors(split, horizontal_flip)
+    ]
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import torch
 
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.backbones import NO_WEIGHTS
-from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, SplitViews, split_views
+from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, SplitViews, view_mirrors
 from bcc_pipeline.ml.network import ClassifierNet, inference_copy
 from bcc_pipeline.storage import filled_once
 
@@ -116,18 +116,15 @@ def _read_ahead(images: MappedArray, batch_size: int, pin: bool) -> Iterator[tor
 def extract_features(
     net: ClassifierNet,
     images: MappedArray,
-    destination: Path,
+    destinations: Mapping[Path, bool],
     batch_size: int = 64,
-    mirror_destination: Path | None = None,
 ) -> None:
-    """Write float16 frozen-prefix outputs for every image, in order, to a .npy file, and for
-    their mirror images to `mirror_destination` when given; computed by `net` where it lies and
-    in its precision (see inference_copy). Each batch is read from the file once and mirrored
-    on the device."""
+    """Write float16 frozen-prefix outputs for every image, in order, to each destination .npy
+    file: of the images themselves, or of their mirror images where the destination maps to
+    True; computed by `net` where it lies and in its precision (see inference_copy). Each batch
+    is read from the file once and mirrored on the device."""
     device = net.mean.device
-    files = [(_FeatureFile(destination, len(images)), False)]
-    if mirror_destination is not None:
-        files.append((_FeatureFile(mirror_destination, len(images)), True))
+    files = [(_FeatureFile(path, len(images)), mirrored) for path, mirrored in destinations.items()]
     for batch in _read_ahead(images, batch_size, pin=device.type == "cuda"):
         batch = batch.to(device, non_blocking=True)
         for file, mirrored in files:
@@ -136,18 +133,16 @@ def extract_features(
         file.close()
 
 
-def _view_file(store: Path, split: str, view: int) -> Path:
-    return store / f"{split}_view{view}.npy"
+def view_files(store: Path, split: str, horizontal_flip: bool) -> dict[Path, bool]:
+    """A split's view files in `store`, in view order, each with whether it holds the mirror."""
+    return {
+        store / f"{split}_view{view}.npy": mirrored
+        for view, mirrored in enumerate(view_mirrors(split, horizontal_flip))
+    }
 
 
 def _load_views(store: Path, tensors: TensorSplits, horizontal_flip: bool) -> dict[str, SplitViews]:
-    files = {
-        split: [
-            _view_file(store, split, view)
-            for view in range(len(split_views(tensors.images(split), split, horizontal_flip)))
-        ]
-        for split in TRAINING_SPLITS
-    }
+    files = {split: list(view_files(store, split, horizontal_flip)) for split in TRAINING_SPLITS}
     total = sum(path.stat().st_size for paths in files.values() for path in paths)
     in_memory = total <= IN_MEMORY_LIMIT_BYTES
     return {
@@ -174,8 +169,6 @@ def cached_feature_splits(
         if partial is not None:
             frozen = inference_copy(net, device, dtype)
             for split in TRAINING_SPLITS:
-                # View 1, where there is one, is the mirror image (see split_views).
-                views = split_views(tensors.images(split), split, horizontal_flip)
-                files = [_view_file(partial, split, view) for view in range(len(views))]
-                extract_features(frozen, tensors.images(split), files[0], batch_size, *files[1:])
+                files = view_files(partial, split, horizontal_flip)
+                extract_features(frozen, tensors.images(split), files, batch_size)
     return _load_views(store, tensors, horizontal_flip), partial is None

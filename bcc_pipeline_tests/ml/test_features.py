@@ -104,7 +104,7 @@ def test_features_of_many_batches_and_their_mirrors_land_in_order(
     """Batches read ahead on a thread and copied back in several rounds keep their rows."""
     monkeypatch.setattr(features, "PENDING_BYTES", 1)  # copy back after every batch
     net, images = tiny_net(), sample_tensors.images("train")
-    extract_features(net, images, tmp_path / "a.npy", 3, mirror_destination=tmp_path / "m.npy")
+    extract_features(net, images, {tmp_path / "a.npy": False, tmp_path / "m.npy": True}, 3)
     pixels = torch.from_numpy(np.array(images))
     with torch.no_grad():
         as_is, mirrored = net.frozen_features(pixels), net.frozen_features(pixels.flip(-1))
@@ -115,5 +115,5 @@ def test_features_of_many_batches_and_their_mirrors_land_in_order(
 
 def test_no_images_means_no_batches_and_no_file(tmp_path):
     empty = np.empty((0, 3, 32, 32), dtype=np.uint8)
-    extract_features(tiny_net(), empty, tmp_path / "a.npy", mirror_destination=tmp_path / "m.npy")
+    extract_features(tiny_net(), empty, {tmp_path / "a.npy": False, tmp_path / "m.npy": True})
     assert not list(tmp_path.iterdir())
