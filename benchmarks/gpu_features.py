@@ -34,8 +34,6 @@ TARGET_RATIO = 0.70
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bcc_pipeline.ml.settings import TrainingSettings
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tensors", type=Path, required=True, help="a preprocessed_tensors folder")
     parser.add_argument("--backbone", default="vit_b_16")
@@ -44,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--feature-batch",
         type=int,
-        default=TrainingSettings().feature_batch_size,
-        help="batch of extract_features (default: the pipeline's feature_batch_size)",
+        default=None,
+        help="batch of extract_features (default: the pipeline's for the device)",
     )
     parser.add_argument("--warmup", type=int, default=5, help="untimed ceiling batches")
     parser.add_argument("--iterations", type=int, default=20, help="timed ceiling batches")
@@ -75,14 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     from bcc_pipeline.ml.datamodule import TRAINING_SPLITS
     from bcc_pipeline.ml.devices import TrainerDevice
     from bcc_pipeline.ml.features import extract_features, view_files
-    from bcc_pipeline.ml.network import build_network, inference_copy
+    from bcc_pipeline.ml.network import build_network, inference_batch_size, inference_copy
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    print_header("gpu_features: extract_features vs the forward ceiling", parser, args)
     device = TrainerDevice.resolve(args.accelerator)
     tensors = TensorSplits.open(args.tensors)
     net = build_network(len(tensors.class_names), tensors.image_size, args.backbone, "none", 0)
+    args.feature_batch = args.feature_batch or inference_batch_size(net, device.torch_device)
+    print_header("gpu_features: extract_features vs the forward ceiling", parser, args)
     frozen = inference_copy(net, device.torch_device, device.inference_dtype)
     print(f"{args.backbone} on {device.torch_device}, {device.inference_dtype}.\n", flush=True)
 

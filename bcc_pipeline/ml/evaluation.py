@@ -24,7 +24,7 @@ from torchmetrics.functional.classification import multiclass_auroc
 
 from bcc_pipeline.data.tensors import MappedArray
 from bcc_pipeline.ml.calibration import calibrated_probabilities, expected_calibration_error
-from bcc_pipeline.ml.network import ClassifierNet, inference_copy
+from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size, inference_copy
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -36,13 +36,15 @@ def predict_logits(
     images: np.ndarray | MappedArray,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     forward: Callable[[ClassifierNet, torch.Tensor], torch.Tensor] = ClassifierNet.__call__,
 ) -> torch.Tensor:
     """float32 logits of the whole model for uint8 NCHW images, computed by a copy of `net`
     on `device` with its weights in `dtype`. With `forward=ClassifierNet.from_features`, the
-    inputs are cached frozen-prefix features instead, and only the trainable suffix runs."""
+    inputs are cached frozen-prefix features instead, and only the trainable suffix runs.
+    batch_size None: inference_batch_size's choice."""
     net = inference_copy(net, device, dtype)
+    batch_size = batch_size or inference_batch_size(net, device)
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))

@@ -17,7 +17,7 @@ import torch
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 from bcc_pipeline.ml.backbones import NO_WEIGHTS
 from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, SplitViews, view_mirrors
-from bcc_pipeline.ml.network import ClassifierNet, inference_copy
+from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size, inference_copy
 from bcc_pipeline.storage import filled_once
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
@@ -117,13 +117,15 @@ def extract_features(
     net: ClassifierNet,
     images: MappedArray,
     destinations: Mapping[Path, bool],
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> None:
     """Write float16 frozen-prefix outputs for every image, in order, to each destination .npy
     file: of the images themselves, or of their mirror images where the destination maps to
     True; computed by `net` where it lies and in its precision (see inference_copy). Each batch
-    is read from the file once and mirrored on the device."""
+    is read from the file once and mirrored on the device. batch_size None:
+    inference_batch_size's choice."""
     device = net.mean.device
+    batch_size = batch_size or inference_batch_size(net, device)
     files = [(_FeatureFile(path, len(images)), mirrored) for path, mirrored in destinations.items()]
     for batch in _read_ahead(images, batch_size, pin=device.type == "cuda"):
         batch = batch.to(device, non_blocking=True)
@@ -161,7 +163,7 @@ def cached_feature_splits(
     dtype: torch.dtype,
     horizontal_flip: bool,
     store: Path,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> tuple[dict[str, SplitViews], bool]:
     """Features of the training splits (train gets the image and its mirror as two views), and
     whether they were read back from `store` rather than computed (see filled_once)."""

@@ -22,6 +22,16 @@ from bcc_pipeline.ml.backbones import (
     replace_head,
 )
 
+INFERENCE_BATCH = 64
+"""Images per inference batch on an accelerator, and for a backbone other than a ViT."""
+CPU_BATCH_TOKEN_VALUES = 16 * 197 * 768
+"""Token activations (tokens x width, all images) per inference batch of a ViT on a CPU: 16
+vit_b_16 images at 224 px. Larger batches spill each layer's activations out of the caches;
+smaller ones pay per-call overhead. The fastest batches per image measured on 2 cores: 16 for
+vit_b_16 at 224 px (99.5 ms an image; 124.4 ms at 64), 64 for vit_tiny at 224 px, 256 at 96 px
+(benchmarks/results/bench_inference_batch.txt)."""
+CPU_MAX_INFERENCE_BATCH = 256
+
 
 class ClassifierNet(nn.Module):
     def __init__(
@@ -136,6 +146,16 @@ def build_network(
         model, weights_normalization = load_backbone(backbone, weights, image_size)
         model, head = replace_head(model, num_classes)
     return ClassifierNet(model, head, trainable_blocks, normalization or weights_normalization)
+
+
+def inference_batch_size(net: ClassifierNet, device: torch.device) -> int:
+    """Images per batch for inference on `device` where no batch size is configured."""
+    vit = net.backbone
+    if device.type != "cpu" or not isinstance(vit, VisionTransformer):
+        return INFERENCE_BATCH
+    return max(
+        1, min(CPU_MAX_INFERENCE_BATCH, CPU_BATCH_TOKEN_VALUES // (vit.seq_length * vit.hidden_dim))
+    )
 
 
 def inference_copy(net: ClassifierNet, device: torch.device, dtype: torch.dtype) -> ClassifierNet:

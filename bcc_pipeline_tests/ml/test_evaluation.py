@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,10 +9,12 @@ from bcc_pipeline.ml.evaluation import (
     classification_report,
     macro_auroc,
     macro_auroc_interval,
+    predict_logits,
     report_markdown,
     wilson_interval,
 )
-from bcc_pipeline_tests.conftest import PER_CLASS_KEYS, REPORT_KEYS
+from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size
+from bcc_pipeline_tests.conftest import PER_CLASS_KEYS, REPORT_KEYS, tiny_net
 
 NAMES = ["brain_glioma", "brain_menin", "brain_tumor"]
 
@@ -159,3 +162,17 @@ def test_markdown_lists_every_class_and_the_intervals():
     assert all(f"| {name} |" in text for name in NAMES)
     assert "95% Wilson CI" in text
     assert "macro AUROC" in text and "ECE" in text and "T = 1.000" in text
+
+
+def test_without_a_batch_size_predictions_come_in_batches_of_the_networks_size():
+    net, seen = tiny_net(), []
+    batch = inference_batch_size(net, torch.device("cpu"))
+    images = np.zeros((batch + 5, 3, 32, 32), dtype=np.uint8)
+
+    def forward(net: ClassifierNet, batch: torch.Tensor) -> torch.Tensor:
+        seen.append(len(batch))
+        return net(batch)
+
+    logits = predict_logits(net, images, torch.device("cpu"), forward=forward)
+    assert seen == [batch, 5]
+    assert logits.shape == (batch + 5, 3)

@@ -4,6 +4,7 @@ import torch
 
 from bcc_pipeline.ml import features
 from bcc_pipeline.ml.features import cached_feature_splits, extract_features, feature_store_key
+from bcc_pipeline.ml.network import inference_batch_size
 from bcc_pipeline.storage import STORE_COMPLETE
 from bcc_pipeline_tests.conftest import tiny_net
 
@@ -117,3 +118,13 @@ def test_no_images_means_no_batches_and_no_file(tmp_path):
     empty = np.empty((0, 3, 32, 32), dtype=np.uint8)
     extract_features(tiny_net(), empty, {tmp_path / "a.npy": False, tmp_path / "m.npy": True})
     assert not list(tmp_path.iterdir())
+
+
+def test_without_a_batch_size_features_come_in_batches_of_the_networks_size(tmp_path, monkeypatch):
+    net, seen = tiny_net(), []
+    frozen_features = net.frozen_features
+    monkeypatch.setattr(net, "frozen_features", lambda x: seen.append(len(x)) or frozen_features(x))
+    batch = inference_batch_size(net, CPU)
+    images = np.zeros((2 * batch + 3, 3, 32, 32), dtype=np.uint8)
+    extract_features(net, images, {tmp_path / "a.npy": False})
+    assert seen == [batch, batch, 3]

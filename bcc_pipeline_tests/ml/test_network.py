@@ -3,7 +3,12 @@ import torch
 
 from bcc_pipeline.ml.backbones import BackboneConfigError, Normalization
 from bcc_pipeline.ml.module import BrainMRIClassifier
-from bcc_pipeline.ml.network import build_network, inference_copy
+from bcc_pipeline.ml.network import (
+    INFERENCE_BATCH,
+    build_network,
+    inference_batch_size,
+    inference_copy,
+)
 
 CLASSES = ["a", "b", "c"]
 
@@ -89,3 +94,22 @@ def test_inference_copy_never_changes_the_original():
     assert net.training and net.head.weight.dtype == torch.float32
     same_precision = inference_copy(net, torch.device("cpu"), torch.float32)
     assert same_precision is not net and same_precision.head.weight is not net.head.weight
+
+
+@pytest.mark.parametrize(
+    ("backbone", "image_size", "cpu_batch"),
+    [("vit_b_16", 224, 16), ("vit_tiny", 224, 64), ("vit_tiny", 96, 256)],
+)
+def test_cpu_inference_batches_hold_one_budget_of_token_activations(
+    backbone, image_size, cpu_batch
+):
+    """The fastest batch per image measured on a CPU for each (bench_inference_batch): wide,
+    long token sequences in small batches, small ones in large batches, up to a cap."""
+    net = build_network(3, image_size, backbone, "none", 0, device="meta")
+    assert inference_batch_size(net, torch.device("cpu")) == cpu_batch
+    assert inference_batch_size(net, torch.device("cuda")) == INFERENCE_BATCH
+
+
+def test_a_cnn_is_inferred_in_full_batches_also_on_a_cpu():
+    net = build_network(3, 64, "resnet18", "none", 0, device="meta")
+    assert inference_batch_size(net, torch.device("cpu")) == INFERENCE_BATCH
