@@ -28,6 +28,8 @@ from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size, inferen
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
+BOOTSTRAP_BATCH_VALUES = 4_000_000
+"""Resamples x test images scored together: bounds the bootstrap's memory at any test size."""
 
 
 @torch.inference_mode()
@@ -77,6 +79,25 @@ def macro_auroc(probabilities: torch.Tensor, labels: torch.Tensor) -> float | No
     return float(np.mean(defined)) if defined else None
 
 
+def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """One-vs-rest AUROC of one class for each row of `weights` (how many times each image
+    counts): the probability that a positive image outscores a negative one, ties counting
+    half, which is the area under the ROC curve that torchmetrics integrates. NaN for a row
+    without a positive or a negative. One sort serves every row: the bootstrap's resamples at
+    once, instead of one torchmetrics call per resample."""
+    order = np.argsort(scores, kind="stable")
+    ranked = scores[order]
+    ties = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])  # first of each score
+    counts = weights[:, order].astype(np.float64)
+    positives = np.add.reduceat(counts * positive[order], ties, axis=1)
+    negatives = np.add.reduceat(counts * ~positive[order], ties, axis=1)
+    below = np.cumsum(negatives, axis=1) - negatives
+    wins = (positives * (below + 0.5 * negatives)).sum(axis=1)
+    pairs = positives.sum(axis=1) * negatives.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, wins / pairs, np.nan)
+
+
 def macro_auroc_interval(
     probabilities: torch.Tensor,
     labels: torch.Tensor,
@@ -88,29 +109,45 @@ def macro_auroc_interval(
     stratified by class as the split was: each resample draws every class's groups with
     replacement, and a drawn group brings all its images, so near-identical slices count as
     one draw and cannot make the interval look narrower than the evidence is. A class with a
-    single group is kept as it is in every resample. None where the AUROC is undefined."""
-    if macro_auroc(probabilities, labels) is None:
+    single group is kept as it is in every resample. None where the AUROC is undefined.
+    scipy draws the resamples; each becomes a weight per image (how often its group was
+    drawn), and weighted_auroc scores them all together."""
+    point = macro_auroc(probabilities, labels)
+    if point is None:
         return None
     frame = pd.DataFrame({"label": labels.numpy(), "group": list(groups)})
-    clusters = frame.groupby(["label", "group"], sort=True).indices
-    members = list(clusters.values())
-    cluster_labels = np.array([label for label, _ in clusters])
+    clusters = frame.groupby(["label", "group"], sort=True)
+    cluster_of_image = clusters.ngroup().to_numpy()
+    cluster_labels = clusters["label"].first().to_numpy()  # in ngroup's order
     per_class = [np.flatnonzero(cluster_labels == label) for label in np.unique(cluster_labels)]
     drawn = tuple(ids for ids in per_class if len(ids) > 1)
-    fixed = [members[i] for ids in per_class if len(ids) == 1 for i in ids]
-
-    def statistic(*samples: np.ndarray) -> float:
-        rows = np.concatenate(fixed + [members[i] for ids in samples for i in ids])
-        return macro_auroc(probabilities[rows], labels[rows])
-
     if not drawn:
-        point = statistic()
         return (point, point)
+    fixed = np.zeros(len(cluster_labels))
+    fixed[[ids[0] for ids in per_class if len(ids) == 1]] = 1
+    scores = probabilities.double().numpy()
+    truth = labels.numpy()
+
+    def statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+        batch = samples[0].shape[:-1]
+        resampled = int(np.prod(batch))
+        offsets = np.arange(resampled)[:, None] * len(fixed)
+        times_drawn = np.tile(fixed, (resampled, 1))
+        for sample in samples:
+            cells = (sample.reshape(resampled, -1) + offsets).ravel()
+            times_drawn += np.bincount(cells, minlength=times_drawn.size).reshape(resampled, -1)
+        weights = times_drawn[:, cluster_of_image]
+        per_class_auroc = [
+            weighted_auroc(scores[:, c], truth == c, weights) for c in range(scores.shape[1])
+        ]
+        return np.nanmean(per_class_auroc, axis=0).reshape(batch)
+
     result = bootstrap(
         drawn,
         statistic,
         n_resamples=resamples,
-        vectorized=False,
+        vectorized=True,
+        batch=max(1, BOOTSTRAP_BATCH_VALUES // len(labels)),
         paired=False,
         method="percentile",
         confidence_level=0.95,

@@ -1,8 +1,11 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from scipy.stats import bootstrap
+from torchmetrics.functional.classification import binary_auroc
 
 from bcc_pipeline.ml.calibration import calibrated_probabilities, expected_calibration_error
 from bcc_pipeline.ml.evaluation import (
@@ -11,6 +14,7 @@ from bcc_pipeline.ml.evaluation import (
     macro_auroc_interval,
     predict_logits,
     report_markdown,
+    weighted_auroc,
     wilson_interval,
 )
 from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size
@@ -138,6 +142,62 @@ def test_bootstrap_interval_holds_the_estimate_and_is_reproducible_with_its_seed
     assert low < macro_auroc(probabilities, labels) < high
     assert macro_auroc_interval(probabilities, labels, groups, seed=7, resamples=400) == (low, high)
     assert macro_auroc_interval(probabilities, labels, groups, seed=8, resamples=400) != (low, high)
+
+
+def test_weighted_auroc_is_torchmetrics_auroc_of_each_image_repeated_as_often_as_weighted():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, 40) / 4  # few distinct scores: many ties
+    labels = rng.integers(0, 3, 40)
+    weights = rng.integers(0, 4, (6, 40))
+    for c in range(3):
+        areas = weighted_auroc(scores, labels == c, weights)
+        for area, row in zip(areas, weights, strict=True):
+            rows = np.repeat(np.arange(40), row)
+            expected = binary_auroc(torch.tensor(scores[rows]), torch.tensor(labels[rows] == c))
+            assert area == pytest.approx(float(expected), abs=1e-6)  # torchmetrics: float32
+
+
+def test_weighted_auroc_is_undefined_without_a_positive():
+    scores, positive = np.array([0.5, 0.9, 0.1]), np.array([True, False, False])
+    areas = weighted_auroc(scores, positive, np.array([[0, 1, 1], [1, 1, 1]]))
+    assert np.isnan(areas[0]) and areas[1] == 0.5
+
+
+def _torchmetrics_bootstrap(probabilities, labels, groups, seed, resamples):
+    """The interval computed the slow way: torchmetrics' macro AUROC of each resample's rows."""
+    frame = pd.DataFrame({"label": labels.numpy(), "group": groups})
+    clusters = frame.groupby(["label", "group"], sort=True).indices
+    members, cluster_labels = list(clusters.values()), np.array([label for label, _ in clusters])
+    per_class = [np.flatnonzero(cluster_labels == label) for label in np.unique(cluster_labels)]
+    fixed = [members[ids[0]] for ids in per_class if len(ids) == 1]
+
+    def statistic(*samples):
+        rows = np.concatenate(fixed + [members[i] for ids in samples for i in ids])
+        return macro_auroc(probabilities[rows], labels[rows])
+
+    drawn = tuple(ids for ids in per_class if len(ids) > 1)
+    interval = bootstrap(
+        drawn,
+        statistic,
+        n_resamples=resamples,
+        vectorized=False,
+        paired=False,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
+    return (interval.low, interval.high)
+
+
+def test_interval_is_the_bootstrap_of_torchmetrics_macro_auroc_over_drawn_groups():
+    """Groups of several images, one class in a single group (kept in every resample), and
+    rounded probabilities (ties): the same draws give the same interval as one torchmetrics
+    call per resample."""
+    probabilities, labels = _noisy_case()
+    probabilities = (probabilities * 20).round() / 20
+    groups = [f"g{i // 3}" if label < 2 else "one" for i, label in enumerate(labels.tolist())]
+    fast = macro_auroc_interval(probabilities, labels, groups, seed=5, resamples=300)
+    slow = _torchmetrics_bootstrap(probabilities, labels, groups, seed=5, resamples=300)
+    assert fast == pytest.approx(slow, abs=1e-6)  # torchmetrics computes in float32
 
 
 def test_duplicates_in_one_group_do_not_narrow_the_interval():
