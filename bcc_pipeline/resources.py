@@ -382,8 +382,8 @@ class LaunchChecksResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         from bcc_pipeline.data.parallel import start_worker_server
+        from bcc_pipeline.garbage import import_frozen, skip_final_garbage_collection
         from bcc_pipeline.launch_checks import MANIFEST, TENSORS, raise_for_problems
-        from bcc_pipeline.shutdown import skip_final_garbage_collection
 
         run = context.dagster_run
         if run is None:
@@ -396,6 +396,7 @@ class LaunchChecksResource(dg.ConfigurableResource):
         if steps is None or not steps.isdisjoint({MANIFEST, TENSORS}):
             # The scan's and the decoder's worker server starts while the checks import torch.
             start_worker_server("bcc_pipeline.data.manifest", "bcc_pipeline.data.tensors")
+        import_frozen("torch", "torchvision")  # what the checks import; the run keeps them
         raise_for_problems(
             run.run_config,
             steps,
