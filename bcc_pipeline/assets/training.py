@@ -51,6 +51,9 @@ def vit_checkpoint(
 ) -> dg.Output[str]:
     import torch
 
+    from bcc_pipeline import garbage
+
+    garbage.import_frozen("bcc_pipeline.ml.training")  # Lightning, torchmetrics, scipy
     from bcc_pipeline.data.tensors import TensorSplits
     from bcc_pipeline.ml.calibration import fit_temperature
     from bcc_pipeline.ml.checkpoint import save_checkpoint

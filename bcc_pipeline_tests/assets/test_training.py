@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from bcc_pipeline import garbage
 from bcc_pipeline.assets.training import vit_checkpoint
 from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.calibration import fit_temperature
@@ -93,3 +94,25 @@ def test_a_retrain_on_the_same_tensors_reads_the_stored_features_back(pipeline_r
     assert second["reused_features"]
     assert second["best_val_loss"] == first["best_val_loss"]
     assert len(list((tmp_path / "cache" / "features").iterdir())) == 1
+
+
+def test_training_imports_its_stack_frozen(pipeline_run, tmp_path, monkeypatch):
+    """Lightning, torchmetrics and scipy are imported with collection paused, then frozen (see
+    garbage.import_frozen), where the step imports them."""
+    imported = []
+    monkeypatch.setattr(garbage, "import_frozen", lambda *names: imported.append(names))
+    tensors = materialization(pipeline_run.result, "preprocessed_tensors")["artifact_path"]
+
+    @dg.asset(name="preprocessed_tensors")
+    def same_tensors() -> str:
+        return tensors
+
+    result = dg.materialize(
+        [same_tensors, vit_checkpoint],
+        resources=resources(Path("."), tmp_path),
+        run_config=dg.RunConfig(
+            ops={"vit_checkpoint": tiny_run_config(max_epochs=1).ops["vit_checkpoint"]}
+        ),
+    )
+    assert result.success
+    assert ("bcc_pipeline.ml.training",) in imported
