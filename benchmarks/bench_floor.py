@@ -6,7 +6,8 @@ and its mirror for training, so that a random flip stays a fair coin; val once; 
 is the report's, not training's). This
 script times exactly that on random uint8 input already in memory: normalisation plus the
 backbone (its head removed), torch.inference_mode, weights and input in bfloat16 where the CPU
-supports it (else float32), after an untimed warm-up batch (oneDNN sets its kernels up on first
+supports it (else float32), in batches of the pipeline's size for a CPU (inference_batch_size,
+the fastest measured), after an untimed warm-up batch (oneDNN sets its kernels up on first
 use; printed separately). The view count comes from the pipeline's own split of a dataset of
 --per-class images per class.
 
@@ -37,7 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--copies", type=int, default=0, help="'- Copy.jpg' files in the dataset")
     parser.add_argument("--backbone", default="vit_b_16", help="vit_b_16, or vit_tiny to check")
     parser.add_argument("--image-size", type=int, default=224, help="input side")
-    parser.add_argument("--batch-size", type=int, default=64, help="forward batch")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="forward batch (default: the pipeline's on a CPU, inference_batch_size)",
+    )
     parser.add_argument("--result-json", type=Path, default=None, help="write the numbers here")
     return parser
 
@@ -79,8 +85,15 @@ def forward_seconds(
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from bcc_pipeline.ml.network import build_network, inference_batch_size
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.batch_size is None:
+        shape_only = build_network(
+            len(CLASS_FOLDERS), args.image_size, args.backbone, "none", 0, device="meta"
+        )
+        args.batch_size = inference_batch_size(shape_only, torch.device("cpu"))
     print_header("bench_floor: the backbone's forward pass over every cached view", parser, args)
     counts = split_counts(dict.fromkeys(CLASS_FOLDERS, args.per_class), args.copies)
     views = cached_views(counts)

@@ -53,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the same number of epochs, since random weights stop the two at different epochs",
     )
     parser.add_argument("--batch-size", type=int, default=16, help="training batch, both")
-    parser.add_argument("--floor-batch", type=int, default=64, help="batch of the floor")
+    parser.add_argument(
+        "--floor-batch",
+        type=int,
+        default=None,
+        help="batch of the floor (default: the pipeline's inference batch on a CPU)",
+    )
     parser.add_argument(
         "--backbone",
         default="vit_b_16",
@@ -158,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         str(args.per_class),
         "--backbone",
         args.backbone,
-        "--batch-size",
-        str(args.floor_batch),
+        *(["--batch-size", str(args.floor_batch)] if args.floor_batch else []),
     ]
     _, floor = run_script("bench_floor.py", floor_flags, args.work)
     if floor is None:
