@@ -90,24 +90,35 @@ def _attention_rollout(net: ClassifierNet, images: torch.Tensor) -> torch.Tensor
     """How much the class token draws from each patch through all blocks: per block the
     head-averaged attention plus the residual path (identity), rows renormalised, multiplied
     from the first block to the last. torchvision's blocks call attention with
-    need_weights=False, so the weights are recomputed from each block's ln_1 output."""
+    need_weights=False; hooks ask each block's attention for its head-averaged weights in the
+    same forward pass, and keep them."""
     vit = net.backbone
-    inputs: list[torch.Tensor] = []
+    weights: list[torch.Tensor] = []
+
+    def ask_for_weights(_module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        return args, {**kwargs, "need_weights": True, "average_attn_weights": True}
+
+    def keep_weights(_module: nn.Module, _args: tuple, output: tuple) -> None:
+        weights.append(output[1])
+
     hooks = [
-        block.ln_1.register_forward_hook(lambda _module, _args, output: inputs.append(output))
+        hook
         for block in vit.encoder.layers
+        for hook in (
+            block.self_attention.register_forward_pre_hook(ask_for_weights, with_kwargs=True),
+            block.self_attention.register_forward_hook(keep_weights),
+        )
     ]
     try:
         net(images)
     finally:
         for hook in hooks:
             hook.remove()
-    tokens = inputs[0].shape[1]
+    tokens = weights[0].shape[-1]
     identity = torch.eye(tokens, device=images.device)
     rollout = identity.expand(len(images), tokens, tokens)
-    for block, x in zip(vit.encoder.layers, inputs, strict=True):
-        _, weights = block.self_attention(x, x, x, need_weights=True, average_attn_weights=True)
-        mixed = 0.5 * weights.float() + 0.5 * identity
+    for attention in weights:
+        mixed = 0.5 * attention.float() + 0.5 * identity
         rollout = (mixed / mixed.sum(dim=-1, keepdim=True)) @ rollout
     side = vit.image_size // vit.patch_size
     return rollout[:, 0, 1:].reshape(len(images), 1, side, side)
