@@ -67,7 +67,7 @@ def test_metrics_report(
         stored_temperature,
     )
     from bcc_pipeline.ml.evaluation import classification_report, predict_logits, report_markdown
-    from bcc_pipeline.ml.explain import ExplanationUnavailableError, explain_examples
+    from bcc_pipeline.ml.explain import Explainer, ExplanationUnavailableError, explain_examples
     from bcc_pipeline.ml.model_card import DataSummary, model_card_markdown
     from bcc_pipeline.ml.plots import confusion_matrix_plot, per_class_plot, reliability_plot
 
@@ -88,6 +88,12 @@ def test_metrics_report(
         device = accelerator.trainer_device()
     # The precision the trained part saw its inputs in, recorded in the checkpoint.
     dtype = stored_inference_dtype(payload)
+    try:
+        explainer = Explainer(net, device.torch_device, dtype)
+        net = explainer.network  # one copy on the device in dtype, for predictions and maps
+    except ExplanationUnavailableError as err:
+        context.log.warning(str(err))
+        explainer = None
     logits = predict_logits(net, tensors.images("test"), device.torch_device, dtype)
     labels = torch.from_numpy(tensors.labels("test"))
     temperature = stored_temperature(payload)
@@ -121,23 +127,19 @@ def test_metrics_report(
             folder / "reliability.png",
         ),
     }
-    try:
+    method, n_maps = None, 0
+    if explainer is not None:
         explanations = explain_examples(
-            net,
+            explainer,
             tensors.images("test"),
             labels.numpy(),
             probabilities,
             tensors.class_names,
             paths,
             folder,
-            device.torch_device,
-            dtype,
         )
         figures[f"explanation maps ({explanations.method})"] = explanations.grid
         method, n_maps = explanations.method, len(explanations.files)
-    except ExplanationUnavailableError as err:
-        context.log.warning(str(err))
-        method, n_maps = None, 0
     card = model_card_markdown(report, payload, data, method)
     card_path = write_text(folder / MODEL_CARD_FILE, card)
 

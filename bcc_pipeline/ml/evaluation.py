@@ -24,7 +24,7 @@ from torchmetrics.functional.classification import multiclass_auroc
 
 from bcc_pipeline.data.tensors import MappedArray
 from bcc_pipeline.ml.calibration import calibrated_probabilities, expected_calibration_error
-from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size, inference_copy
+from bcc_pipeline.ml.network import ClassifierNet, for_inference, inference_batch_size
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
@@ -41,11 +41,11 @@ def predict_logits(
     batch_size: int | None = None,
     forward: Callable[[ClassifierNet, torch.Tensor], torch.Tensor] = ClassifierNet.__call__,
 ) -> torch.Tensor:
-    """float32 logits of the whole model for uint8 NCHW images, computed by a copy of `net`
-    on `device` with its weights in `dtype`. With `forward=ClassifierNet.from_features`, the
-    inputs are cached frozen-prefix features instead, and only the trainable suffix runs.
-    batch_size None: inference_batch_size's choice."""
-    net = inference_copy(net, device, dtype)
+    """float32 logits of the whole model for uint8 NCHW images, computed on `device` with the
+    weights in `dtype` (by `net` itself where it already is so, see for_inference). With
+    `forward=ClassifierNet.from_features`, the inputs are cached frozen-prefix features
+    instead, and only the trainable suffix runs. batch_size None: inference_batch_size's."""
+    net = for_inference(net, device, dtype)
     batch_size = batch_size or inference_batch_size(net, device)
     outputs = []
     for start in range(0, len(images), batch_size):

@@ -160,20 +160,17 @@ def write_explanations(
 
 
 def explain_examples(
-    net: ClassifierNet,
+    explainer: Explainer,
     images: MappedArray,
     labels: np.ndarray,
     probabilities: torch.Tensor,
     class_names: Sequence[str],
     paths: Sequence[str],
     folder: Path,
-    device: torch.device,
-    dtype: torch.dtype = torch.float32,
 ) -> Explanations:
     """Maps of a seeded sample of each class and of the misclassified images (see
     examples_to_explain) as folder/explanations/*.png, and all of them in one grid,
     folder/explanation_grid.png."""
-    explainer = Explainer(net, device, dtype)
     confidence, predictions = probabilities.max(dim=1)
     chosen = examples_to_explain(
         labels, predictions.numpy(), EXPLAINED_PER_CLASS, MAX_MISCLASSIFIED_EXPLAINED, SEED

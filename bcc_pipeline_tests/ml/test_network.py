@@ -6,11 +6,13 @@ from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import (
     INFERENCE_BATCH,
     build_network,
+    for_inference,
     inference_batch_size,
     inference_copy,
 )
 
 CLASSES = ["a", "b", "c"]
+CPU = torch.device("cpu")
 
 
 def _module(trainable_blocks: int, backbone: str = "vit_tiny", size: int = 32):
@@ -85,6 +87,18 @@ def test_the_network_normalises_uint8_images_with_its_statistics():
     images = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     expected = torch.tensor([2.5, 2.4, 1.4]).view(1, 3, 1, 1).expand(1, 3, 2, 2)
     torch.testing.assert_close(net.normalize(images), expected)
+
+
+def test_a_network_ready_for_inference_is_used_as_it_is_and_any_other_copied():
+    ready = inference_copy(build_network(3, 32, "vit_tiny", "none", 0), CPU, torch.bfloat16)
+    assert for_inference(ready, CPU, torch.bfloat16) is ready
+    other_precision = for_inference(ready, CPU, torch.float32)
+    assert other_precision is not ready and ready.head.weight.dtype == torch.bfloat16
+    training = build_network(3, 32, "vit_tiny", "none", 0).train()
+    assert for_inference(training, CPU, torch.float32) is not training and training.training
+    half_converted = inference_copy(training, CPU, torch.bfloat16)
+    half_converted.mean = half_converted.mean.float()  # one buffer in another precision
+    assert for_inference(half_converted, CPU, torch.bfloat16) is not half_converted
 
 
 def test_inference_copy_never_changes_the_original():
