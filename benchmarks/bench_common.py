@@ -609,10 +609,15 @@ def _fraction_config() -> dict[str, float]:
 
 
 def run_training_job(
-    config: dict, run_dir: Path, timeout: float | None = None
+    config: dict,
+    run_dir: Path,
+    timeout: float | None = None,
+    dagster: Sequence[str] = (sys.executable, "-m", "dagster"),
 ) -> tuple[ChildRun, Path]:
     """`dagster job execute -j training_job` in a child process with a fresh DAGSTER_HOME
-    under run_dir (emptied first). Returns (run, DAGSTER_HOME); check run.returncode."""
+    under run_dir (emptied first). Returns (run, DAGSTER_HOME); check run.returncode.
+    `dagster`: the command that runs Dagster's CLI (default: `python -m dagster`, the
+    `dagster` command, found wherever this Python keeps it)."""
     import shutil
 
     import yaml
@@ -622,9 +627,8 @@ def run_training_job(
     home.mkdir(parents=True)
     config_file = run_dir / "run_config.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    # `python -m dagster` is the `dagster` command, found wherever this Python keeps it.
     command = [
-        sys.executable, "-m", "dagster", "job", "execute", "-m", "bcc_pipeline.definitions",
+        *dagster, "job", "execute", "-m", "bcc_pipeline.definitions",
         "-j", "training_job", "-c", str(config_file),
     ]  # fmt: skip
     print(f"  $ DAGSTER_HOME={home} {shlex.join(command)}", flush=True)
