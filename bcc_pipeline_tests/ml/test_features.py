@@ -99,11 +99,8 @@ def test_the_cache_never_runs_the_backbone_on_the_test_split(sample_tensors, tmp
     ]
 
 
-def test_features_of_many_batches_and_their_mirrors_land_in_order(
-    sample_tensors, tmp_path, monkeypatch
-):
-    """Batches read ahead on a thread and copied back in several rounds keep their rows."""
-    monkeypatch.setattr(features, "PENDING_BYTES", 1)  # copy back after every batch
+def test_features_of_many_batches_and_their_mirrors_land_in_order(sample_tensors, tmp_path):
+    """Batches read ahead on a thread and written one after another keep their rows."""
     net, images = tiny_net(), sample_tensors.images("train")
     extract_features(net, images, {tmp_path / "a.npy": False, tmp_path / "m.npy": True}, 3)
     pixels = torch.from_numpy(np.array(images))
@@ -112,6 +109,19 @@ def test_features_of_many_batches_and_their_mirrors_land_in_order(
     close = {"rtol": 1e-3, "atol": 1e-5}  # batches of 3 round differently from one of all
     np.testing.assert_allclose(np.load(tmp_path / "a.npy"), as_is.half().numpy(), **close)
     np.testing.assert_allclose(np.load(tmp_path / "m.npy"), mirrored.half().numpy(), **close)
+
+
+def test_cpu_outputs_are_written_as_they_come_not_held_back(tmp_path):
+    """Held, each batch's small output would pin heap memory between the next batches' large
+    temporaries (see _FeatureFile)."""
+    file = features._FeatureFile(tmp_path / "f.npy", rows=5)
+    first = torch.arange(6, dtype=torch.float32).view(2, 3)
+    file.add(first)
+    assert file.pending == [] and file.written == 2
+    np.testing.assert_array_equal(file.array[:2], first.half().numpy())
+    file.add(first + 6)
+    file.close()
+    np.testing.assert_array_equal(np.load(tmp_path / "f.npy")[:4], np.arange(12).reshape(4, 3))
 
 
 def test_no_images_means_no_batches_and_no_file(tmp_path):
