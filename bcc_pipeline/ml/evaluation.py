@@ -44,14 +44,16 @@ def predict_logits(
     """float32 logits of the whole model for uint8 NCHW images, computed on `device` with the
     weights in `dtype` (by `net` itself where it already is so, see for_inference). With
     `forward=ClassifierNet.from_features`, the inputs are cached frozen-prefix features
-    instead, and only the trainable suffix runs. batch_size None: inference_batch_size's."""
+    instead, and only the trainable suffix runs. batch_size None: inference_batch_size's.
+    The logits go straight into one tensor: a small tensor kept per batch would lie between
+    the batches' large temporaries and fragment the heap (see features._FeatureFile)."""
     net = for_inference(net, device, dtype)
     batch_size = batch_size or inference_batch_size(net, device)
-    outputs = []
+    logits = torch.empty(len(images), net.head.out_features)
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))
-        outputs.append(forward(net, batch.to(device)).float().cpu())
-    return torch.cat(outputs) if outputs else torch.empty(0, net.head.out_features)
+        logits[start : start + len(batch)] = forward(net, batch.to(device))
+    return logits
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float, float]:

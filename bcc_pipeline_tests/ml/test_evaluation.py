@@ -227,7 +227,7 @@ def test_markdown_lists_every_class_and_the_intervals():
 def test_without_a_batch_size_predictions_come_in_batches_of_the_networks_size():
     net, seen = tiny_net(), []
     batch = inference_batch_size(net, torch.device("cpu"))
-    images = np.zeros((batch + 5, 3, 32, 32), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (batch + 5, 3, 32, 32), dtype=np.uint8)
 
     def forward(net: ClassifierNet, batch: torch.Tensor) -> torch.Tensor:
         seen.append(len(batch))
@@ -235,4 +235,6 @@ def test_without_a_batch_size_predictions_come_in_batches_of_the_networks_size()
 
     logits = predict_logits(net, images, torch.device("cpu"), forward=forward)
     assert seen == [batch, 5]
-    assert logits.shape == (batch + 5, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, net.eval()(torch.from_numpy(images)))
+    assert predict_logits(net, images[:0], torch.device("cpu")).shape == (0, 3)
