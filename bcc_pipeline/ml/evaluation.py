@@ -52,7 +52,7 @@ def predict_logits(
     logits = torch.empty(len(images), net.head.out_features)
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start : start + batch_size]))
-        logits[start : start + len(batch)] = forward(net, batch.to(device))
+        logits[start : start + len(batch)] = forward(net, batch.to(device)).cpu()
     return logits
 
 
