@@ -145,6 +145,22 @@ class MappedArray:
     def __getitem__(self, index: int | slice) -> np.ndarray:
         return self.array[index]
 
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows start:stop (clipped as a slice is) as a new array, read from the file instead
+        of through the map. A pass over a whole split then leaves its pages in the kernel's
+        page cache, not in the process's resident memory, which no longer grows with the
+        split: at 6056 images the mapped train split was 0.6 GiB of the run's peak RSS."""
+        array = self.array
+        start, stop, _ = slice(start, stop).indices(len(array))
+        rows = np.empty((max(stop - start, 0), *array.shape[1:]), array.dtype)
+        row_bytes = rows.itemsize * int(np.prod(array.shape[1:]))
+        with self.path.open("rb") as handle:
+            handle.seek(array.offset + start * row_bytes)
+            read = handle.readinto(rows.reshape(-1).view(np.uint8))
+        if read != rows.nbytes:
+            raise OSError(f"{self.path} ended early: it was changed after it was written")
+        return rows
+
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
         """np.array(mapped) is a writable copy; np.asarray(mapped) the read-only map."""
         return np.array(self.array, dtype=dtype, copy=copy)
@@ -163,6 +179,14 @@ class MappedArray:
 
     def __getstate__(self) -> dict:
         return {"path": self.path, "_array": None}
+
+
+def read_rows(images: np.ndarray | MappedArray, start: int, stop: int) -> np.ndarray:
+    """Rows start:stop as a new array: read from the file for a MappedArray (see
+    MappedArray.read), copied for an array in memory."""
+    if isinstance(images, MappedArray):
+        return images.read(start, stop)
+    return np.array(images[start:stop])
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.functional.classification import multiclass_auroc
 
-from bcc_pipeline.data.tensors import MappedArray
+from bcc_pipeline.data.tensors import MappedArray, read_rows
 from bcc_pipeline.ml.calibration import calibrated_probabilities, expected_calibration_error
 from bcc_pipeline.ml.network import ClassifierNet, for_inference, inference_batch_size
 
@@ -51,7 +51,7 @@ def predict_logits(
     batch_size = batch_size or inference_batch_size(net, device)
     logits = torch.empty(len(images), net.head.out_features)
     for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+        batch = torch.from_numpy(read_rows(images, start, start + batch_size))
         logits[start : start + len(batch)] = forward(net, batch.to(device)).cpu()
     return logits
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bcc_pipeline.data.tensors import MappedArray, TensorSplits
+from bcc_pipeline.data.tensors import MappedArray, TensorSplits, read_rows
 from bcc_pipeline.ml.backbones import NO_WEIGHTS
 from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, SplitViews, view_mirrors
 from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size, inference_copy
@@ -97,11 +97,11 @@ class _FeatureFile:
 
 def _read_ahead(images: MappedArray, batch_size: int, pin: bool) -> Iterator[torch.Tensor]:
     """uint8 batches of `images`, each read (and pinned, for a GPU) on a helper thread while
-    the caller works on the one before; copying out of the memory-mapped file releases the
-    GIL, so the device is not kept waiting for the host."""
+    the caller works on the one before; reading the file releases the GIL, so the device is
+    not kept waiting for the host."""
 
     def read(start: int) -> torch.Tensor:
-        batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+        batch = torch.from_numpy(read_rows(images, start, start + batch_size))
         return batch.pin_memory() if pin else batch
 
     starts = range(0, len(images), batch_size)

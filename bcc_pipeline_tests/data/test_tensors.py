@@ -1,13 +1,20 @@
 import hashlib
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bcc_pipeline.data.manifest import scan_folder
 from bcc_pipeline.data.split import SPLITS, split_fingerprint, stratified_group_split
-from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_tensor_splits
+from bcc_pipeline.data.tensors import (
+    ImageChangedError,
+    MappedArray,
+    TensorSplits,
+    read_rows,
+    write_tensor_splits,
+)
 from bcc_pipeline_tests.conftest import FRACTIONS
 
 
@@ -89,3 +96,49 @@ def test_digests_are_each_rows_file_sha256_in_row_order(sample_tensors, sample_r
         assert len(digests) == len(sample_tensors.labels(split))
         files = [sample_root / path for path in sample_tensors.paths(split)]
         assert digests == [hashlib.sha256(file.read_bytes()).hexdigest() for file in files]
+
+
+def test_reading_rows_from_the_file_gives_what_slicing_the_map_gives(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, (7, 3, 4, 5), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", data)
+    mapped = MappedArray(tmp_path / "x.npy")
+    for start, stop in [(0, 3), (3, 7), (5, 100), (7, 9), (2, 2)]:
+        rows = mapped.read(start, stop)
+        np.testing.assert_array_equal(rows, data[start:stop])
+        assert rows.flags.writeable and not isinstance(rows, np.memmap)
+    np.testing.assert_array_equal(read_rows(data, 5, 100), data[5:])
+    np.testing.assert_array_equal(read_rows(mapped, 1, 4), data[1:4])
+
+
+def _resident_file_kib() -> int:
+    lines = Path("/proc/self/status").read_text().splitlines()
+    status = dict(line.split(":", 1) for line in lines)
+    return int(status["RssFile"].split()[0])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_a_pass_of_reads_leaves_the_split_out_of_resident_memory(tmp_path):
+    """Through the map, every page read stays resident in the process; read() leaves them to
+    the page cache, so a pass over a large split does not grow the process."""
+    np.save(tmp_path / "big.npy", np.ones((64, 1024, 1024), dtype=np.uint8))  # 64 MiB
+    before = _resident_file_kib()
+    read_pass = MappedArray(tmp_path / "big.npy")
+    for start in range(0, 64, 8):
+        read_pass.read(start, start + 8)
+    after_reads = _resident_file_kib()
+    mapped_pass = MappedArray(tmp_path / "big.npy")
+    for start in range(0, 64, 8):
+        np.array(mapped_pass[start : start + 8])
+    after_mapped = _resident_file_kib()
+    assert after_reads - before < 16 * 1024
+    assert after_mapped - after_reads > 48 * 1024, "the map should hold what it read"
+
+
+def test_a_file_cut_short_after_it_was_opened_is_a_clear_error(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 3, 8, 8), dtype=np.uint8))
+    mapped = MappedArray(tmp_path / "x.npy")
+    assert len(mapped) == 4
+    with open(tmp_path / "x.npy", "r+b") as handle:
+        handle.truncate(handle.seek(0, 2) - 100)
+    with pytest.raises(OSError, match="ended early"):
+        mapped.read(2, 4)
