@@ -10,7 +10,7 @@ from PIL import Image
 
 from bcc_pipeline.data.manifest import scan_folder
 from bcc_pipeline.data.split import split_fingerprint, stratified_group_split
-from bcc_pipeline.data.tensors import TensorSplits, write_tensor_splits
+from bcc_pipeline.data.tensors import MappedArray, TensorSplits, write_tensor_splits
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR, generate_sample_dataset
 
 CLASSES = ["brain_glioma", "brain_menin", "brain_tumor"]
@@ -130,6 +130,17 @@ def save_tiny_checkpoint(path: Path, net=None, extra: dict | None = None, **fiel
         **fields,
     }
     return save_checkpoint(path, net, **options, extra=extra or {})
+
+
+@pytest.fixture
+def no_reads_through_the_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Slicing a MappedArray fails: a pass that reads its batches through the map (whose
+    pages would stay resident for the whole split) fails the test."""
+
+    def no_slicing(self: MappedArray, index: object) -> None:
+        raise AssertionError("a batch was read through the map")
+
+    monkeypatch.setattr(MappedArray, "__getitem__", no_slicing)
 
 
 @pytest.fixture(scope="session")

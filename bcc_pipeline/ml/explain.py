@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 from torchvision.models import VisionTransformer
 
-from bcc_pipeline.data.tensors import MappedArray
+from bcc_pipeline.data.tensors import MappedArray, read_rows
 from bcc_pipeline.ml.backbones import BackboneConfigError, backbone_blocks
 from bcc_pipeline.ml.network import ClassifierNet, inference_copy
 from bcc_pipeline.ml.overlays import overlay_panel, panel_grid, save_png
@@ -66,7 +66,7 @@ class Explainer:
         """float32 (N, H, W) maps in [0, 1] for uint8 NCHW images."""
         maps = []
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(np.array(images[start : start + batch_size]))
+            batch = torch.from_numpy(read_rows(images, start, start + batch_size))
             batch = batch.to(self._device)
             coarse = self._explain(self._net, batch)
             fine = F.interpolate(

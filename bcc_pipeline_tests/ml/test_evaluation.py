@@ -7,7 +7,6 @@ import torch
 from scipy.stats import bootstrap
 from torchmetrics.functional.classification import binary_auroc
 
-from bcc_pipeline.data.tensors import MappedArray
 from bcc_pipeline.ml.calibration import calibrated_probabilities, expected_calibration_error
 from bcc_pipeline.ml.evaluation import (
     classification_report,
@@ -242,16 +241,11 @@ def test_without_a_batch_size_predictions_come_in_batches_of_the_networks_size()
 
 
 def test_predictions_read_their_batches_from_the_file_not_through_the_map(
-    sample_tensors, monkeypatch
+    sample_tensors, no_reads_through_the_map
 ):
     images = sample_tensors.images("test")
     net = tiny_net().eval()
     with torch.no_grad():
         expected = net(torch.from_numpy(np.array(images)))
-
-    def no_slicing(self, index):
-        raise AssertionError("a batch was read through the map")
-
-    monkeypatch.setattr(MappedArray, "__getitem__", no_slicing)
     logits = predict_logits(net, images, torch.device("cpu"), batch_size=4)
     torch.testing.assert_close(logits, expected)

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from bcc_pipeline.data.tensors import MappedArray
 from bcc_pipeline.ml import features
 from bcc_pipeline.ml.features import cached_feature_splits, extract_features, feature_store_key
 from bcc_pipeline.ml.network import inference_batch_size
@@ -142,17 +141,12 @@ def test_without_a_batch_size_features_come_in_batches_of_the_networks_size(tmp_
 
 
 def test_extraction_reads_its_batches_from_the_file_not_through_the_map(
-    sample_tensors, tmp_path, monkeypatch
+    sample_tensors, tmp_path, no_reads_through_the_map
 ):
     """Pages read through the map would stay in the process's resident memory for the whole
     split (see MappedArray.read)."""
     images = sample_tensors.images("train")
     expected = np.array(images)
-
-    def no_slicing(self, index):
-        raise AssertionError("a batch was read through the map")
-
-    monkeypatch.setattr(MappedArray, "__getitem__", no_slicing)
     net = tiny_net()
     extract_features(net, images, {tmp_path / "a.npy": False}, 4)
     with torch.no_grad():
