@@ -13,7 +13,7 @@ import yaml
 
 from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.checkpoint import load_classifier
-from bcc_pipeline.ml.evaluation import predict_logits
+from bcc_pipeline.ml.network import predict_logits
 from bcc_pipeline_tests.growth import SAMPLE_PER_CLASS, add_exact_copy, add_new_images, copy_sample
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")

@@ -66,9 +66,10 @@ def test_metrics_report(
         stored_inference_dtype,
         stored_temperature,
     )
-    from bcc_pipeline.ml.evaluation import classification_report, predict_logits, report_markdown
+    from bcc_pipeline.ml.evaluation import classification_report, report_markdown
     from bcc_pipeline.ml.explain import Explainer, ExplanationUnavailableError, explain_examples
     from bcc_pipeline.ml.model_card import DataSummary, model_card_markdown
+    from bcc_pipeline.ml.network import predict_logits
     from bcc_pipeline.ml.plots import confusion_matrix_plot, per_class_plot, reliability_plot
 
     tensors = TensorSplits.open(preprocessed_tensors)
@@ -90,11 +91,14 @@ def test_metrics_report(
     dtype = stored_inference_dtype(payload)
     try:
         explainer = Explainer(net, device.torch_device, dtype)
-        net = explainer.network  # one copy on the device in dtype, for predictions and maps
     except ExplanationUnavailableError as err:
         context.log.warning(str(err))
         explainer = None
-    logits = predict_logits(net, tensors.images("test"), device.torch_device, dtype)
+    test_images = tensors.images("test")
+    if explainer is None:
+        logits, coarse_maps = predict_logits(net, test_images, device.torch_device, dtype), None
+    else:  # one copy of the network, one forward pass per image for predictions and maps
+        logits, coarse_maps = explainer.predict(test_images)
     labels = torch.from_numpy(tensors.labels("test"))
     temperature = stored_temperature(payload)
     paths = tensors.paths("test")
@@ -131,12 +135,13 @@ def test_metrics_report(
     if explainer is not None:
         explanations = explain_examples(
             explainer,
-            tensors.images("test"),
+            test_images,
             labels.numpy(),
             probabilities,
             tensors.class_names,
             paths,
             folder,
+            coarse_maps,
         )
         figures[f"explanation maps ({explanations.method})"] = explanations.grid
         method, n_maps = explanations.method, len(explanations.files)

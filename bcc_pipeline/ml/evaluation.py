@@ -4,7 +4,7 @@ specificity and AUROC, calibration, and the report."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,38 +22,12 @@ from torchmetrics.classification import (
 )
 from torchmetrics.functional.classification import multiclass_auroc
 
-from bcc_pipeline.data.tensors import MappedArray, read_rows
 from bcc_pipeline.ml.calibration import calibrated_probabilities, expected_calibration_error
-from bcc_pipeline.ml.network import ClassifierNet, for_inference, inference_batch_size
 
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 BOOTSTRAP_BATCH_VALUES = 4_000_000
 """Resamples x test images scored together: bounds the bootstrap's memory at any test size."""
-
-
-@torch.inference_mode()
-def predict_logits(
-    net: ClassifierNet,
-    images: np.ndarray | MappedArray,
-    device: torch.device,
-    dtype: torch.dtype = torch.float32,
-    batch_size: int | None = None,
-    forward: Callable[[ClassifierNet, torch.Tensor], torch.Tensor] = ClassifierNet.__call__,
-) -> torch.Tensor:
-    """float32 logits of the whole model for uint8 NCHW images, computed on `device` with the
-    weights in `dtype` (by `net` itself where it already is so, see for_inference). With
-    `forward=ClassifierNet.from_features`, the inputs are cached frozen-prefix features
-    instead, and only the trainable suffix runs. batch_size None: inference_batch_size's.
-    The logits go straight into one tensor: a small tensor kept per batch would lie between
-    the batches' large temporaries and fragment the heap (see features._FeatureFile)."""
-    net = for_inference(net, device, dtype)
-    batch_size = batch_size or inference_batch_size(net, device)
-    logits = torch.empty(len(images), net.head.out_features)
-    for start in range(0, len(images), batch_size):
-        batch = torch.from_numpy(read_rows(images, start, start + batch_size))
-        logits[start : start + len(batch)] = forward(net, batch.to(device)).cpu()
-    return logits
 
 
 def wilson_interval(successes: int, total: int) -> tuple[float, float]:

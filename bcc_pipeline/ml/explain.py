@@ -17,7 +17,7 @@ from torchvision.models import VisionTransformer
 
 from bcc_pipeline.data.tensors import MappedArray, read_rows
 from bcc_pipeline.ml.backbones import BackboneConfigError, backbone_blocks
-from bcc_pipeline.ml.network import ClassifierNet, inference_copy
+from bcc_pipeline.ml.network import ClassifierNet, inference_copy, predict_logits
 from bcc_pipeline.ml.overlays import overlay_panel, panel_grid, save_png
 
 EXPLAINED_PER_CLASS = 2
@@ -55,22 +55,56 @@ class Explainer:
             self.method, self._explain = "Grad-CAM", _grad_cam
         self._net = inference_copy(net, device, dtype)
         self._device = device
+        self._dtype = dtype
 
     @property
     def network(self) -> ClassifierNet:
         """The explainer's own copy, in eval mode: a caller that classifies the same images
-        can use it instead of holding a second copy (no hook outlives a `maps` call)."""
+        can use it instead of holding a second copy (no hook outlives a call)."""
         return self._net
 
-    def maps(self, images: np.ndarray | MappedArray, batch_size: int = 16) -> np.ndarray:
-        """float32 (N, H, W) maps in [0, 1] for uint8 NCHW images."""
+    def predict(self, images: np.ndarray | MappedArray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """float32 logits of every image (see predict_logits) and, where the map comes out of
+        the same forward pass (attention rollout), every image's coarse map for `maps`, so
+        a caller that classifies images and then explains some of them runs the backbone once
+        per image, not twice. None for Grad-CAM: its maps need gradients, worth computing
+        only for the images that get explained."""
+        if self._explain is not _attention_rollout:
+            return predict_logits(self._net, images, self._device, self._dtype), None
+        side = self._net.backbone.image_size // self._net.backbone.patch_size
+        coarse = torch.empty(len(images), 1, side, side)
+        done = 0
+
+        def forward_keeping_rollout(net: ClassifierNet, batch: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            logits, rollout = _attention_rollout(net, batch)
+            coarse[done : done + len(batch)] = rollout.float().cpu()
+            done += len(batch)
+            return logits
+
+        logits = predict_logits(
+            self._net, images, self._device, self._dtype, forward=forward_keeping_rollout
+        )
+        return logits, coarse
+
+    def maps(
+        self,
+        images: np.ndarray | MappedArray,
+        coarse: torch.Tensor | None = None,
+        batch_size: int = 16,
+    ) -> np.ndarray:
+        """float32 (N, H, W) maps in [0, 1] for uint8 NCHW images; `coarse`, the images' maps
+        from `predict`, saves running the network again."""
         maps = []
         for start in range(0, len(images), batch_size):
-            batch = torch.from_numpy(read_rows(images, start, start + batch_size))
-            batch = batch.to(self._device)
-            coarse = self._explain(self._net, batch)
+            stop = start + batch_size
+            if coarse is None:
+                batch = torch.from_numpy(read_rows(images, start, stop)).to(self._device)
+                _, batch_coarse = self._explain(self._net, batch)
+            else:
+                batch_coarse = coarse[start:stop]
             fine = F.interpolate(
-                coarse.float(), size=batch.shape[-2:], mode="bilinear", align_corners=False
+                batch_coarse.float(), size=images.shape[-2:], mode="bilinear", align_corners=False
             )
             maps.append(_unit_range(fine[:, 0]).cpu().numpy())
         height, width = images.shape[-2:]
@@ -86,12 +120,16 @@ def _unit_range(maps: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _attention_rollout(net: ClassifierNet, images: torch.Tensor) -> torch.Tensor:
-    """How much the class token draws from each patch through all blocks: per block the
-    head-averaged attention plus the residual path (identity), rows renormalised, multiplied
-    from the first block to the last. torchvision's blocks call attention with
+def _attention_rollout(
+    net: ClassifierNet, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits, and how much the class token draws from each patch through all blocks: per
+    block the head-averaged attention plus the residual path (identity), rows renormalised,
+    multiplied from the first block to the last. torchvision's blocks call attention with
     need_weights=False; hooks ask each block's attention for its head-averaged weights in the
-    same forward pass, and keep them."""
+    same forward pass, and keep them. Only the class token's row of the product is needed, so
+    it is carried from the last block back to the first: vector times matrix per block, not
+    matrix times matrix."""
     vit = net.backbone
     weights: list[torch.Tensor] = []
 
@@ -110,30 +148,30 @@ def _attention_rollout(net: ClassifierNet, images: torch.Tensor) -> torch.Tensor
         )
     ]
     try:
-        net(images)
+        logits = net(images)
     finally:
         for hook in hooks:
             hook.remove()
-    tokens = weights[0].shape[-1]
-    identity = torch.eye(tokens, device=images.device)
-    rollout = identity.expand(len(images), tokens, tokens)
-    for attention in weights:
+    identity = torch.eye(weights[0].shape[-1], device=images.device)
+    row = identity[0].expand(len(images), 1, -1)
+    for attention in reversed(weights):
         mixed = 0.5 * attention.float() + 0.5 * identity
-        rollout = (mixed / mixed.sum(dim=-1, keepdim=True)) @ rollout
+        row = row @ (mixed / mixed.sum(dim=-1, keepdim=True))
     side = vit.image_size // vit.patch_size
-    return rollout[:, 0, 1:].reshape(len(images), 1, side, side)
+    return logits, row[:, 0, 1:].reshape(len(images), 1, side, side)
 
 
-def _grad_cam(net: ClassifierNet, images: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM of the predicted class at the output of the backbone's last block."""
+def _grad_cam(net: ClassifierNet, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits, and the Grad-CAM of the predicted class at the output of the backbone's
+    last block."""
     from captum.attr import LayerGradCam
 
     with torch.no_grad():
-        predicted = net(images).argmax(dim=1)
+        logits = net(images)
     cam = LayerGradCam(net, _last_block(net.backbone))
     with torch.enable_grad():
-        maps = cam.attribute(images, target=predicted, relu_attributions=True)
-    return maps.detach()
+        maps = cam.attribute(images, target=logits.argmax(dim=1), relu_attributions=True)
+    return logits, maps.detach()
 
 
 def _last_block(backbone: nn.Module) -> nn.Module:
@@ -146,10 +184,15 @@ def _last_block(backbone: nn.Module) -> nn.Module:
 
 
 def write_explanations(
-    explainer: Explainer, images: np.ndarray, captions: Sequence[str], files: Sequence[Path]
+    explainer: Explainer,
+    images: np.ndarray,
+    captions: Sequence[str],
+    files: Sequence[Path],
+    coarse: torch.Tensor | None = None,
 ) -> list[Image.Image]:
-    """One overlay PNG per image, titled with its caption, at `files`; returns the panels."""
-    maps = explainer.maps(images)
+    """One overlay PNG per image, titled with its caption, at `files`; returns the panels.
+    `coarse`: the images' maps from Explainer.predict, where it gave them."""
+    maps = explainer.maps(images, coarse)
     panels = [
         overlay_panel(image, heat, caption)
         for image, heat, caption in zip(images, maps, captions, strict=True)
@@ -167,10 +210,12 @@ def explain_examples(
     class_names: Sequence[str],
     paths: Sequence[str],
     folder: Path,
+    coarse: torch.Tensor | None = None,
 ) -> Explanations:
     """Maps of a seeded sample of each class and of the misclassified images (see
     examples_to_explain) as folder/explanations/*.png, and all of them in one grid,
-    folder/explanation_grid.png."""
+    folder/explanation_grid.png. `coarse`: every image's map from Explainer.predict, where
+    it gave them."""
     confidence, predictions = probabilities.max(dim=1)
     chosen = examples_to_explain(
         labels, predictions.numpy(), EXPLAINED_PER_CLASS, MAX_MISCLASSIFIED_EXPLAINED, SEED
@@ -186,7 +231,9 @@ def explain_examples(
     ]
     selected = np.stack([images[i] for i in chosen])
     files = [folder / "explanations" / map_file_name(i, paths[i]) for i in chosen]
-    panels = write_explanations(explainer, selected, captions, files)
+    panels = write_explanations(
+        explainer, selected, captions, files, None if coarse is None else coarse[chosen]
+    )
     grid = save_png(panel_grid(panels), folder / "explanation_grid.png")
     return Explanations(explainer.method, grid, files)
 

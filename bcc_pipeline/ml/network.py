@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torchvision.models import VisionTransformer
 
+from bcc_pipeline.data.tensors import MappedArray, read_rows
 from bcc_pipeline.ml.backbones import (
     ALL_BLOCKS,
     Normalization,
@@ -174,3 +177,27 @@ def inference_copy(net: ClassifierNet, device: torch.device, dtype: torch.dtype)
     autocast on the CPU (~10% for vit_b_16): autocast re-casts every weight on every call and
     turns off the fused attention path."""
     return copy.deepcopy(net).to(device=device, dtype=dtype).eval()
+
+
+@torch.inference_mode()
+def predict_logits(
+    net: ClassifierNet,
+    images: np.ndarray | MappedArray,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    batch_size: int | None = None,
+    forward: Callable[[ClassifierNet, torch.Tensor], torch.Tensor] = ClassifierNet.__call__,
+) -> torch.Tensor:
+    """float32 logits of the whole model for uint8 NCHW images, computed on `device` with the
+    weights in `dtype` (by `net` itself where it already is so, see for_inference). With
+    `forward=ClassifierNet.from_features`, the inputs are cached frozen-prefix features
+    instead, and only the trainable suffix runs. batch_size None: inference_batch_size's.
+    The logits go straight into one tensor: a small tensor kept per batch would lie between
+    the batches' large temporaries and fragment the heap (see features._FeatureFile)."""
+    net = for_inference(net, device, dtype)
+    batch_size = batch_size or inference_batch_size(net, device)
+    logits = torch.empty(len(images), net.head.out_features)
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(read_rows(images, start, start + batch_size))
+        logits[start : start + len(batch)] = forward(net, batch.to(device)).cpu()
+    return logits

@@ -43,8 +43,12 @@ def predict_files(
         except ImageRejected as err:
             yield {"path": str(path), "status": err.status, "error": str(err)}
             continue
-        with torch.inference_mode():
-            probabilities = calibrated_probabilities(module(pixels), temperature)[0].tolist()
+        if explainer is None:
+            with torch.inference_mode():
+                logits, coarse_map = module(pixels), None
+        else:  # the map comes with the prediction's forward pass where it can
+            logits, coarse_map = explainer.predict(pixels.numpy())
+        probabilities = calibrated_probabilities(logits, temperature)[0].tolist()
         best = max(range(len(class_names)), key=probabilities.__getitem__)
         result = {
             "path": str(path),
@@ -57,6 +61,6 @@ def predict_files(
                 class_names[best], probabilities[best], name=Path(path).name
             )
             file = explain_dir / map_file_name(index, str(path))
-            write_explanations(explainer, pixels.numpy(), [caption], [file])
+            write_explanations(explainer, pixels.numpy(), [caption], [file], coarse_map)
             result["explanation"] = str(file)
         yield result

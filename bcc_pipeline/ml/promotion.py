@@ -63,7 +63,7 @@ def _correct_on_test(
     """Per test image, whether the model predicts its label; in the precision its checkpoint
     records, the one its own report used."""
     from bcc_pipeline.ml.checkpoint import stored_inference_dtype
-    from bcc_pipeline.ml.evaluation import predict_logits
+    from bcc_pipeline.ml.network import predict_logits
 
     dtype = stored_inference_dtype(payload)
     logits = predict_logits(net, tensors.images("test"), device.torch_device, dtype)

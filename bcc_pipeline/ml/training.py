@@ -24,10 +24,9 @@ from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.backbones import check_backbone
 from bcc_pipeline.ml.datamodule import MRIDataModule
 from bcc_pipeline.ml.devices import TrainerDevice
-from bcc_pipeline.ml.evaluation import predict_logits
 from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key
 from bcc_pipeline.ml.module import BrainMRIClassifier
-from bcc_pipeline.ml.network import ClassifierNet, build_network
+from bcc_pipeline.ml.network import ClassifierNet, build_network, predict_logits
 from bcc_pipeline.ml.settings import TrainingSettings
 
 logger = logging.getLogger(__name__)

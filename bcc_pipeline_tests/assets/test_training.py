@@ -10,7 +10,7 @@ from bcc_pipeline.assets.training import vit_checkpoint
 from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.calibration import fit_temperature
 from bcc_pipeline.ml.checkpoint import load_classifier, stored_inference_dtype
-from bcc_pipeline.ml.evaluation import predict_logits
+from bcc_pipeline.ml.network import predict_logits
 from bcc_pipeline_tests.assets.conftest import materialization, resources, tiny_run_config
 
 # The shared pipeline run trains a model.

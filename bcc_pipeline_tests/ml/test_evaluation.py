@@ -12,13 +12,11 @@ from bcc_pipeline.ml.evaluation import (
     classification_report,
     macro_auroc,
     macro_auroc_interval,
-    predict_logits,
     report_markdown,
     weighted_auroc,
     wilson_interval,
 )
-from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size
-from bcc_pipeline_tests.conftest import PER_CLASS_KEYS, REPORT_KEYS, tiny_net
+from bcc_pipeline_tests.conftest import PER_CLASS_KEYS, REPORT_KEYS
 
 NAMES = ["brain_glioma", "brain_menin", "brain_tumor"]
 
@@ -222,30 +220,3 @@ def test_markdown_lists_every_class_and_the_intervals():
     assert all(f"| {name} |" in text for name in NAMES)
     assert "95% Wilson CI" in text
     assert "macro AUROC" in text and "ECE" in text and "T = 1.000" in text
-
-
-def test_without_a_batch_size_predictions_come_in_batches_of_the_networks_size():
-    net, seen = tiny_net(), []
-    batch = inference_batch_size(net, torch.device("cpu"))
-    images = np.random.default_rng(0).integers(0, 256, (batch + 5, 3, 32, 32), dtype=np.uint8)
-
-    def forward(net: ClassifierNet, batch: torch.Tensor) -> torch.Tensor:
-        seen.append(len(batch))
-        return net(batch)
-
-    logits = predict_logits(net, images, torch.device("cpu"), forward=forward)
-    assert seen == [batch, 5]
-    with torch.no_grad():
-        torch.testing.assert_close(logits, net.eval()(torch.from_numpy(images)))
-    assert predict_logits(net, images[:0], torch.device("cpu")).shape == (0, 3)
-
-
-def test_predictions_read_their_batches_from_the_file_not_through_the_map(
-    sample_tensors, no_reads_through_the_map
-):
-    images = sample_tensors.images("test")
-    net = tiny_net().eval()
-    with torch.no_grad():
-        expected = net(torch.from_numpy(np.array(images)))
-    logits = predict_logits(net, images, torch.device("cpu"), batch_size=4)
-    torch.testing.assert_close(logits, expected)

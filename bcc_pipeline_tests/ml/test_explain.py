@@ -105,9 +105,10 @@ def test_attention_rollout_multiplies_each_blocks_attention_with_the_residual_pa
             mixed = 0.5 * weights + 0.5 * torch.eye(count)
             expected = mixed / mixed.sum(dim=1, keepdim=True) @ expected
             x = block(x)
-        rollout = _attention_rollout(net, images)
+        logits, rollout = _attention_rollout(net, images)
     side = SIZE // 16
     torch.testing.assert_close(rollout[0, 0], expected[0, 1:].reshape(side, side))
+    torch.testing.assert_close(logits, net.head(vit.heads(vit.encoder.ln(x)[:, 0])))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -126,6 +127,46 @@ def test_grad_cam_of_a_lesion_detector_is_the_lesion(dtype):
         assert heat[lesion].mean() > 0.9
         assert heat[~lesion].mean() < 0.05
     assert [_lesion_half(heat) for heat in maps] == ["left", "right"]
+
+
+def _count_backbone_images(net: ClassifierNet) -> list[int]:
+    """Images through `net`'s backbone, per forward call, from now on."""
+    seen: list[int] = []
+    net.backbone.register_forward_pre_hook(lambda _module, args: seen.append(len(args[0])))
+    return seen
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rollout_predictions_bring_their_maps_from_the_same_forward_pass(dtype):
+    """Explainer.predict: the network's logits, and coarse maps that `maps` turns into the
+    very maps it would compute itself, without running the backbone again."""
+    net = tiny_net(image_size=SIZE)
+    images = np.stack([_lesion_image(side) for side in ("left", "right", "left")] * 7)
+    explainer = Explainer(net, CPU, dtype)
+    seen = _count_backbone_images(explainer.network)
+    logits, coarse = explainer.predict(images)
+    assert sum(seen) == len(images), "one forward pass per image"
+    with torch.no_grad():
+        expected = explainer.network(torch.from_numpy(images)).float()
+    torch.testing.assert_close(logits, expected, atol=0.05, rtol=0.05)
+    assert coarse.shape == (len(images), 1, SIZE // 16, SIZE // 16)
+    seen.clear()
+    reused = explainer.maps(images, coarse)
+    assert seen == []
+    np.testing.assert_allclose(reused, explainer.maps(images), atol=1e-6)
+    assert [_lesion_half(heat) for heat in reused[:3]] == ["left", "right", "left"]
+
+
+def test_grad_cam_predictions_leave_the_maps_to_the_images_explained():
+    """Grad-CAM needs a backward pass: predict gives only the logits, and maps computes its
+    own for the images that get explained."""
+    net = _lesion_detector()
+    images = np.stack([_lesion_image("left", brain=True), _lesion_image("right", brain=True)])
+    explainer = Explainer(net, CPU)
+    logits, coarse = explainer.predict(images)
+    assert coarse is None
+    with torch.no_grad():
+        torch.testing.assert_close(logits, net(torch.from_numpy(images)))
 
 
 def test_a_backbone_without_known_blocks_is_said_to_have_no_map():

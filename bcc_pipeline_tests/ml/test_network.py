@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -5,11 +6,14 @@ from bcc_pipeline.ml.backbones import BackboneConfigError, Normalization
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import (
     INFERENCE_BATCH,
+    ClassifierNet,
     build_network,
     for_inference,
     inference_batch_size,
     inference_copy,
+    predict_logits,
 )
+from bcc_pipeline_tests.conftest import tiny_net
 
 CLASSES = ["a", "b", "c"]
 CPU = torch.device("cpu")
@@ -127,3 +131,30 @@ def test_cpu_inference_batches_hold_one_budget_of_token_activations(
 def test_a_cnn_is_inferred_in_full_batches_also_on_a_cpu():
     net = build_network(3, 64, "resnet18", "none", 0, device="meta")
     assert inference_batch_size(net, torch.device("cpu")) == INFERENCE_BATCH
+
+
+def test_without_a_batch_size_predictions_come_in_batches_of_the_networks_size():
+    net, seen = tiny_net(), []
+    batch = inference_batch_size(net, torch.device("cpu"))
+    images = np.random.default_rng(0).integers(0, 256, (batch + 5, 3, 32, 32), dtype=np.uint8)
+
+    def forward(net: ClassifierNet, batch: torch.Tensor) -> torch.Tensor:
+        seen.append(len(batch))
+        return net(batch)
+
+    logits = predict_logits(net, images, torch.device("cpu"), forward=forward)
+    assert seen == [batch, 5]
+    with torch.no_grad():
+        torch.testing.assert_close(logits, net.eval()(torch.from_numpy(images)))
+    assert predict_logits(net, images[:0], torch.device("cpu")).shape == (0, 3)
+
+
+def test_predictions_read_their_batches_from_the_file_not_through_the_map(
+    sample_tensors, no_reads_through_the_map
+):
+    images = sample_tensors.images("test")
+    net = tiny_net().eval()
+    with torch.no_grad():
+        expected = net(torch.from_numpy(np.array(images)))
+    logits = predict_logits(net, images, torch.device("cpu"), batch_size=4)
+    torch.testing.assert_close(logits, expected)

@@ -121,7 +121,9 @@ def test_predict_gives_calibrated_probabilities_and_flags_the_uncertain(unusual_
 
 
 def test_explaining_changes_no_probability(unusual_net, tmp_path):
-    """With --explain the explainer's copy of the network classifies: the same numbers."""
+    """With --explain the explainer's copy of the network classifies, in the forward pass that
+    also gives the map: the same numbers, up to the float rounding of computing attention
+    with its weights (need_weights) instead of the fused kernel."""
     checkpoint = save_tiny_checkpoint(tmp_path / "model.pt", unusual_net, temperature=2.0)
     scans = [_scan(tmp_path / f"scan{i}.png", seed=i) for i in range(3)]
     plain = list(predict_files(checkpoint, scans, uncertain_below=0.6))
@@ -130,4 +132,6 @@ def test_explaining_changes_no_probability(unusual_net, tmp_path):
     )
     for without, with_map in zip(plain, explained, strict=True):
         assert Path(with_map.pop("explanation")).is_file()
+        probabilities = with_map.pop("probabilities")
+        assert probabilities == pytest.approx(without.pop("probabilities"), abs=1e-6)
         assert with_map == without

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from bcc_pipeline.ml import training
 from bcc_pipeline.ml.devices import TrainerDevice
-from bcc_pipeline.ml.evaluation import predict_logits
 from bcc_pipeline.ml.module import BrainMRIClassifier
+from bcc_pipeline.ml.network import predict_logits
 from bcc_pipeline.ml.settings import TrainingSettings
 from bcc_pipeline.ml.training import FitResult, fit_classifier
 
