@@ -65,20 +65,20 @@ class Explainer:
 
     def predict(self, images: np.ndarray | MappedArray) -> tuple[torch.Tensor, torch.Tensor | None]:
         """float32 logits of every image (see predict_logits) and, where the map comes out of
-        the same forward pass (attention rollout), every image's coarse map for `maps`, so
-        a caller that classifies images and then explains some of them runs the backbone once
-        per image, not twice. None for Grad-CAM: its maps need gradients, worth computing
-        only for the images that get explained."""
+        the same forward pass (attention rollout), every image's coarse map for `maps`, in
+        float16 (a whole test split's fit in memory), so a caller that classifies images and
+        then explains some of them runs the backbone once per image, not twice. None for
+        Grad-CAM: its maps need gradients, worth computing only for the images explained."""
         if self._explain is not _attention_rollout:
             return predict_logits(self._net, images, self._device, self._dtype), None
         side = self._net.backbone.image_size // self._net.backbone.patch_size
-        coarse = torch.empty(len(images), 1, side, side)
+        coarse = torch.empty(len(images), 1, side, side, dtype=torch.float16)
         done = 0
 
         def forward_keeping_rollout(net: ClassifierNet, batch: torch.Tensor) -> torch.Tensor:
             nonlocal done
             logits, rollout = _attention_rollout(net, batch)
-            coarse[done : done + len(batch)] = rollout.float().cpu()
+            coarse[done : done + len(batch)] = rollout.cpu()
             done += len(batch)
             return logits
 

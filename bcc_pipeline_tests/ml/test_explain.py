@@ -153,7 +153,7 @@ def test_rollout_predictions_bring_their_maps_from_the_same_forward_pass(dtype):
     seen.clear()
     reused = explainer.maps(images, coarse)
     assert seen == []
-    np.testing.assert_allclose(reused, explainer.maps(images), atol=1e-6)
+    np.testing.assert_allclose(reused, explainer.maps(images), atol=2e-3)  # float16 coarse
     assert [_lesion_half(heat) for heat in reused[:3]] == ["left", "right", "left"]
 
 
