@@ -238,10 +238,10 @@ def _outside(setting: str, value: float, low: float, high: float) -> list[Config
 
 class TrackingResource(dg.ConfigurableResource):
     """MLflow experiment tracking and model registry: each training run is one MLflow run
-    (params, per-epoch and test metrics, report files, checkpoint), tagged with the Dagster run
-    id, and each promoted model a version of the registered model `bcc_pipeline` with the alias
-    `production`. Every method returns the metadata that links the asset to MLflow (none when
-    tracking is off)."""
+    (params, per-epoch and test metrics, report files, its checkpoint's path), tagged with the
+    Dagster run id, and each promoted model a version of the registered model `bcc_pipeline`
+    with the alias `production`, its checkpoint logged with it. Every method returns the
+    metadata that links the asset to MLflow (none when tracking is off)."""
 
     artifacts: ArtifactsResource
     enabled: bool = Field(
@@ -259,6 +259,15 @@ class TrackingResource(dg.ConfigurableResource):
     )
     experiment_name: str = Field(
         default="bcc_pipeline", description="MLflow experiment that holds the runs."
+    )
+    log_every_checkpoint: bool = Field(
+        default=False,
+        description=(
+            "Also copy every training run's checkpoint into MLflow (vit_b_16: about 330 MB a "
+            "run, which artifacts.keep_runs never deletes). Off: only promoted models' go in "
+            "(the registry's versions need them); each run is tagged checkpoint_path with its "
+            "file under the artifacts root."
+        ),
     )
     _store: "TrackingStore | None" = PrivateAttr(default=None)
 
@@ -307,7 +316,9 @@ class TrackingResource(dg.ConfigurableResource):
         if split is not None:
             groups["split"] = split
         tracked = self._run_store().run_for(run.run_id)
-        tracked.log_training(flat_params(groups), history, summary, checkpoint, files)
+        tracked.log_training(
+            flat_params(groups), history, summary, checkpoint, files, self.log_every_checkpoint
+        )
         return _links(tracked)
 
     def log_evaluation(

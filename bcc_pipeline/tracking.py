@@ -41,6 +41,8 @@ REPORT_METRICS = {
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 """Tells the MLflow 3 UI that the experiment trains models; it otherwise opens on GenAI pages."""
 CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_PATH_TAG = "checkpoint_path"
+"""Every training run's tag: where its checkpoint lies under the artifacts root."""
 LOCAL_UI = "http://127.0.0.1:5000"
 """Where `mlflow ui` serves a local store by default."""
 
@@ -164,9 +166,14 @@ class TrackedRun:
         summary: Mapping[str, float],
         checkpoint: Path,
         files: Iterable[Path],
+        log_checkpoint: bool = False,
     ) -> None:
         """Params, one point per epoch (step = epoch number) of each of EPOCH_METRICS, the
-        summary numbers, the checkpoint (under `checkpoint/`) and the other files (`training/`)."""
+        summary numbers, the checkpoint's path (tag CHECKPOINT_PATH_TAG) and the other files
+        (`training/`). The checkpoint file itself (under `checkpoint/`) with `log_checkpoint`
+        only: otherwise the store gets it when the model is promoted (see
+        register_production_model), since a copy per run would grow the store by the model's
+        size every run, beyond the reach of the artifacts' keep_runs."""
         now = _now_ms()
         metrics = [
             Metric(name, float(row[name]), now, int(row["epoch"]))
@@ -177,7 +184,9 @@ class TrackedRun:
         metrics += [Metric(name, float(value), now, 0) for name, value in summary.items()]
         params_list = [Param(key, value) for key, value in params.items()]
         self.store.client.log_batch(self.run_id, metrics=metrics, params=params_list)
-        self.store.client.log_artifact(self.run_id, str(checkpoint), CHECKPOINT_DIR)
+        self.store.client.set_tag(self.run_id, CHECKPOINT_PATH_TAG, str(checkpoint))
+        if log_checkpoint:
+            self.store.client.log_artifact(self.run_id, str(checkpoint), CHECKPOINT_DIR)
         for path in files:
             self.store.client.log_artifact(self.run_id, str(path), "training")
         self._finish()

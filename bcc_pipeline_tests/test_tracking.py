@@ -12,6 +12,7 @@ from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.settings import TrainingSettings
 from bcc_pipeline.resources import ArtifactsResource, TrackingResource
 from bcc_pipeline.tracking import (
+    CHECKPOINT_PATH_TAG,
     EXPERIMENT_KIND_TAG,
     PIPELINE_RUN_TAG,
     PREVIOUS_ALIAS,
@@ -58,7 +59,9 @@ def test_each_pipeline_run_is_one_mlflow_run_found_again_by_its_tag(store_uri):
     assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
-def test_training_log_has_one_point_per_epoch_params_and_files(store_uri, tmp_path):
+def test_training_log_has_one_point_per_epoch_params_files_and_the_checkpoints_path(
+    store_uri, tmp_path
+):
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"weights")
     history_csv = tmp_path / "history.csv"
@@ -73,9 +76,19 @@ def test_training_log_has_one_point_per_epoch_params_and_files(store_uri, tmp_pa
     logged = client.get_run(run.run_id)
     assert logged.data.params == {"training.seed": "42"}
     assert logged.data.metrics["best_epoch"] == 2
+    assert logged.data.tags[CHECKPOINT_PATH_TAG] == str(checkpoint)
     assert logged.info.status == "FINISHED"
-    assert _artifacts(client, run.run_id, "checkpoint") == {"checkpoint/model.pt"}
     assert _artifacts(client, run.run_id, "training") == {"training/history.csv"}
+    assert _artifacts(client, run.run_id, "checkpoint") == set(), "not copied unless promoted"
+
+
+def test_a_training_run_copies_its_checkpoint_into_the_store_when_asked(store_uri, tmp_path):
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    run = TrackingStore.open(store_uri, "bcc_pipeline").run_for("run-a")
+    run.log_training({}, HISTORY, {}, checkpoint, [], log_checkpoint=True)
+
+    assert _artifacts(MlflowClient(store_uri), run.run_id, "checkpoint") == {"checkpoint/model.pt"}
     # A SQLite store keeps its files beside the database, wherever the process runs.
     beside = Path(store_uri.removeprefix("sqlite:///")).parent / "artifacts"
     assert [p.read_bytes() for p in beside.rglob("model.pt")] == [b"weights"]
@@ -138,6 +151,11 @@ def test_promotion_moves_the_production_alias_and_keeps_the_replaced_one_an_alia
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
     fetched = Path(mlflow.artifacts.download_artifacts(production_model_uri(), dst_path=tmp_path))
     assert (fetched / "model.pt").read_bytes() == b"weights of b"
+    # Training did not copy the first checkpoint into the store; its promotion did.
+    first_version = mlflow.artifacts.download_artifacts(
+        f"models:/{REGISTERED_MODEL}/1", dst_path=str(tmp_path / "v1")
+    )
+    assert (Path(first_version) / "model.pt").read_bytes() == b"weights of a"
 
 
 def test_an_unusable_store_is_one_error_naming_the_uri(tmp_path):
@@ -238,3 +256,30 @@ def test_split_settings_are_logged_only_by_runs_that_made_the_split(
         assert logged["accelerator.accelerator"] == "cpu"
         assert logged["data.split_fingerprint"] == sample_tensors.fingerprint
         assert logged["data.n_test"] == str(len(sample_tensors.labels("test")))
+
+
+@pytest.mark.parametrize("every_checkpoint", [False, True])
+def test_the_resource_copies_checkpoints_of_unpromoted_runs_only_when_configured(
+    empty_mlflow_db, sample_tensors, tmp_path, every_checkpoint
+):
+    uri = mlflow_store_at(tmp_path / "mlflow.db", empty_mlflow_db)
+    tracking = TrackingResource(
+        artifacts=ArtifactsResource(root=str(tmp_path)),
+        tracking_uri=uri,
+        log_every_checkpoint=every_checkpoint,
+    )
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"weights")
+    run = dg.DagsterRun(job_name="training_job", run_id="run-a")
+    links = tracking.log_training(
+        run,
+        TrainingSettings(),
+        TrainerDevice.resolve(accelerator="cpu"),
+        sample_tensors,
+        HISTORY,
+        {},
+        checkpoint,
+        [],
+    )
+    copied = _artifacts(MlflowClient(uri), links["mlflow_run_id"].value, "checkpoint")
+    assert copied == ({"checkpoint/model.pt"} if every_checkpoint else set())

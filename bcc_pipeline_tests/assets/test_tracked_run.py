@@ -9,7 +9,12 @@ import pytest
 from mlflow import MlflowClient
 
 from bcc_pipeline.definitions import defs
-from bcc_pipeline.tracking import PIPELINE_RUN_TAG, PRODUCTION_ALIAS, REGISTERED_MODEL
+from bcc_pipeline.tracking import (
+    CHECKPOINT_PATH_TAG,
+    PIPELINE_RUN_TAG,
+    PRODUCTION_ALIAS,
+    REGISTERED_MODEL,
+)
 from bcc_pipeline_tests.assets.conftest import (
     ASSETS,
     materialization,
@@ -61,8 +66,9 @@ def test_a_training_run_is_one_mlflow_run_with_curves_test_metrics_and_files(tra
     files = {entry.path for entry in client.list_artifacts(run.info.run_id, "report")}
     expected = {f"report/{path.name}" for path in report_path.parent.iterdir()}
     assert {"report/report.json", "report/report.md"} <= expected == files
+    assert run.data.tags[CHECKPOINT_PATH_TAG] == result.output_for_node("vit_checkpoint")
     checkpoint = {entry.path for entry in client.list_artifacts(run.info.run_id, "checkpoint")}
-    assert checkpoint == {"checkpoint/model.pt"}
+    assert checkpoint == {"checkpoint/model.pt"}, "promoted: the registry's version needs it"
 
 
 def test_the_promoted_model_is_the_registered_production_version(tracked):
