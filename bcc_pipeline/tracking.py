@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
@@ -183,8 +183,8 @@ class TrackedRun:
         ]
         metrics += [Metric(name, float(value), now, 0) for name, value in summary.items()]
         params_list = [Param(key, value) for key, value in params.items()]
-        self.store.client.log_batch(self.run_id, metrics=metrics, params=params_list)
-        self.store.client.set_tag(self.run_id, CHECKPOINT_PATH_TAG, str(checkpoint))
+        tags = [RunTag(CHECKPOINT_PATH_TAG, str(checkpoint))]
+        self.store.client.log_batch(self.run_id, metrics=metrics, params=params_list, tags=tags)
         if log_checkpoint:
             self.store.client.log_artifact(self.run_id, str(checkpoint), CHECKPOINT_DIR)
         for path in files:

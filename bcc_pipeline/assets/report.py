@@ -91,13 +91,14 @@ def test_metrics_report(
     dtype = stored_inference_dtype(payload)
     try:
         explainer = Explainer(net, device.torch_device, dtype)
+        net = explainer.network  # one copy of the network in memory: the explainer's
     except ExplanationUnavailableError as err:
         context.log.warning(str(err))
         explainer = None
     test_images = tensors.images("test")
     if explainer is None:
         logits, coarse_maps = predict_logits(net, test_images, device.torch_device, dtype), None
-    else:  # one copy of the network, one forward pass per image for predictions and maps
+    else:  # one forward pass per image for predictions and maps
         logits, coarse_maps = explainer.predict(test_images)
     labels = torch.from_numpy(tensors.labels("test"))
     temperature = stored_temperature(payload)
