@@ -143,6 +143,27 @@ def no_reads_through_the_map(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(MappedArray, "__getitem__", no_slicing)
 
 
+@pytest.fixture
+def googlenet_in_torch_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """GoogLeNet's DEFAULT weights file (random values) in a temporary torch cache, as a
+    download leaves it (with the auxiliary classifiers' weights); downloading fails."""
+    import torch
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    url = torchvision.models.GoogLeNet_Weights.DEFAULT.url
+    cached = tmp_path / "hub" / "checkpoints" / Path(url).name
+    cached.parent.mkdir(parents=True)
+    network = torchvision.models.googlenet(aux_logits=True, init_weights=True)
+    torch.save(network.state_dict(), cached)
+    return cached
+
+
 @pytest.fixture(scope="session")
 def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow SQLite database with its tables made, for tests to copy: MLflow's schema

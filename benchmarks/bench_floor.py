@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size is None:
         shape_only = build_network(
-            len(CLASS_FOLDERS), args.image_size, args.backbone, "none", 0, device="meta"
+            len(CLASS_FOLDERS), args.image_size, args.backbone, "none", 0, empty=True
         )
         args.batch_size = inference_batch_size(shape_only, torch.device("cpu"))
     print_header("bench_floor: the backbone's forward pass over every cached view", parser, args)

@@ -22,6 +22,9 @@ NO_WEIGHTS = ("none", "")
 MIN_IMAGE_SIZE = 32
 DEFAULT_IMAGE_SIZE = 224
 ALL_BLOCKS = -1
+RESCALES_ITS_INPUT = ("googlenet", "inception_v3")
+"""Their pretrained weights expect the model to rescale ImageNet-normalised input itself; their
+builders warn unless told how to initialise."""
 
 
 class BackboneConfigError(ConfigError):
@@ -61,7 +64,7 @@ def _weights_enum(backbone: str, weights: str) -> torchvision.models.WeightsEnum
 
 
 def _architecture(backbone: str, image_size: int, pretrained: bool) -> nn.Module:
-    """The untrained network (build it on the meta device to check a config for free)."""
+    """The untrained network, randomly initialised (see empty_architecture)."""
     if backbone == TINY_VIT:
         if image_size < MIN_IMAGE_SIZE or image_size % 16:
             raise BackboneConfigError(
@@ -87,16 +90,41 @@ def _architecture(backbone: str, image_size: int, pretrained: bool) -> nn.Module
             f"such as vit_b_16, resnet50, mobilenet_v2.{hint}",
             setting="backbone",
         )
-    # A ViT trained from scratch can be built for any size; pretrained ones keep their own.
-    sized = {"image_size": image_size} if backbone.startswith("vit_") and not pretrained else {}
+    # Built for one input size: from scratch any size it takes; pretrained, their own.
+    options = {} if pretrained else _one_size_option(backbone, image_size)
+    if backbone in RESCALES_ITS_INPUT:  # as torchvision builds them, without its warning
+        options.update(transform_input=pretrained, init_weights=not pretrained)
     try:
-        return torchvision.models.get_model(backbone, weights=None, **sized)
-    except AssertionError as err:  # torchvision asserts that patches tile the image
+        return torchvision.models.get_model(backbone, weights=None, **options)
+    except (AssertionError, ValueError) as err:  # patches or windows must tile the image
+        tiles = "224 (7-wide windows at 1/32 scale)" if "maxvit" in backbone else "its patch size"
         raise BackboneConfigError(
-            f"{backbone} cannot take {image_size}-pixel images ({err}); use a multiple of its "
-            "patch size",
+            f"{backbone} cannot take {image_size}-pixel images ({str(err).splitlines()[0]}); "
+            f"use a multiple of {tiles}",
             setting="image_size",
         ) from err
+
+
+def _one_size_option(backbone: str, image_size: int) -> dict:
+    """For an architecture built for one input size, the builder argument that sets it."""
+    if backbone.startswith("vit_"):
+        return {"image_size": image_size}
+    if backbone.startswith("maxvit_"):
+        return {"input_size": (image_size, image_size)}
+    return {}
+
+
+def empty_architecture(backbone: str, image_size: int, pretrained: bool) -> nn.Module:
+    """The untrained network without random initialisation, for checking a config or for
+    weights about to be loaded with `load_state_dict(..., assign=True)`: built on the meta
+    device, so its parameters take no memory and no time (vit_b_16 takes 0.6 s to initialise
+    on a CPU). RegNets compute their stage widths with tensors while they are built, which the
+    meta device cannot hold values for; they alone are built with random weights."""
+    try:
+        with torch.device("meta"):
+            return _architecture(backbone, image_size, pretrained)
+    except NotImplementedError:  # "Cannot copy out of meta tensor": a width read back
+        return _architecture(backbone, image_size, pretrained)
 
 
 def _check_image_size(backbone: str, weights: str, image_size: int) -> None:
@@ -106,14 +134,14 @@ def _check_image_size(backbone: str, weights: str, image_size: int) -> None:
     if _is_pretrained(weights):
         chosen = _weights_enum(backbone, weights)
         crop = chosen.transforms().crop_size[0]
-        if backbone.startswith("vit_") and crop != image_size:
+        if _one_size_option(backbone, image_size) and crop != image_size:
             raise BackboneConfigError(
                 f"{backbone} with weights {chosen} needs image_size {crop}; got {image_size}",
                 setting="image_size",
             )
         min_size = chosen.meta.get("min_size", (1, 1))[0]
-    elif backbone.startswith("vit_"):
-        min_size = 1  # built for image_size; whole patches were checked when it was built
+    elif _one_size_option(backbone, image_size):
+        min_size = 1  # built for image_size; whether it tiles was checked when it was built
     else:
         min_size = enum.DEFAULT.meta.get("min_size", (1, 1))[0]  # what the architecture takes
     min_size = max(min_size, MIN_IMAGE_SIZE)
@@ -136,15 +164,15 @@ def check_backbone(
         raise BackboneConfigError(
             "vit_tiny has no pretrained weights; set weights: none", setting="weights"
         )
-    with torch.device("meta"):
-        model = _architecture(backbone, image_size or DEFAULT_IMAGE_SIZE, pretrained)
+    model = empty_architecture(backbone, image_size or DEFAULT_IMAGE_SIZE, pretrained)
     if image_size is not None:
         _check_image_size(backbone, weights, image_size)
     elif pretrained:
         _weights_enum(backbone, weights)
+    _head_name(model)
     check_trainable_blocks(model, trainable_blocks)
     if _is_local_file(weights):
-        state_dict = _local_state_dict(weights)
+        state_dict = _local_state_dict(weights, mmap=True)  # shapes are all the check reads
         if image_size is not None:
             _load_state_dict(model, state_dict, weights)
 
@@ -183,12 +211,15 @@ def fetch_weights(backbone: str, weights: str) -> Path | None:
     return cached
 
 
-def _local_state_dict(path: str) -> dict[str, torch.Tensor]:
+def _local_state_dict(path: str, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """The file's tensors; with `mmap`, mapped rather than read, for a look at their shapes
+    (a model given mapped tensors would read the file for as long as it lives, and see it
+    change or vanish under it)."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise BackboneConfigError(f"weights file {str(file)!r} does not exist", setting="weights")
     try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for a file that is not a state dict
         raise BackboneConfigError(
             f"weights file {str(file)!r} is not a plain state dict "
@@ -204,39 +235,76 @@ def _load_state_dict(model: nn.Module, state_dict: object, source: str) -> None:
             setting="weights",
         )
     try:
-        model.load_state_dict(state_dict, assign=next(model.parameters()).is_meta)
+        model.load_state_dict(state_dict, assign=True)
     except RuntimeError as err:
         raise BackboneConfigError(
             f"weights {source!r} do not fit {type(model).__name__}: {str(err).splitlines()[0]}",
             setting="weights",
         ) from err
+    model.float()  # the file's own precision came with its tensors; the model trains in float32
 
 
-def load_backbone(backbone: str, weights: str, image_size: int) -> tuple[nn.Module, Normalization]:
-    """The torchvision model, pretrained as asked, and the normalisation its weights expect."""
+def load_backbone(
+    backbone: str, weights: str, image_size: int, empty: bool = False
+) -> tuple[nn.Module, Normalization]:
+    """The torchvision model, pretrained as asked, and the normalisation its weights expect.
+    Loaded weights replace an empty architecture: nothing is initialised only to be
+    overwritten. `empty`: no weights at all (see empty_architecture), for a caller that loads
+    its own; `weights` then only decides the architecture's size rules."""
     pretrained = _is_pretrained(weights)
-    model = _architecture(backbone, image_size, pretrained)
-    if _is_local_file(weights):
+    local = _is_local_file(weights)
+    cached = None if empty or local else fetch_weights(backbone, weights)
+    normalization = Normalization()
+    if empty:
+        model = empty_architecture(backbone, image_size, pretrained)
+    elif local:
+        model = empty_architecture(backbone, image_size, pretrained)
         _load_state_dict(model, _local_state_dict(weights), weights)
-        return model, Normalization()
-    cached = fetch_weights(backbone, weights)
-    if cached is None:
-        return model, Normalization()
-    _load_state_dict(model, torch.load(cached, map_location="cpu", weights_only=True), str(cached))
-    transform = _weights_enum(backbone, weights).transforms()
-    return model, Normalization(tuple(transform.mean), tuple(transform.std))
+    elif cached is None:
+        model = _architecture(backbone, image_size, pretrained)
+    else:
+        model = empty_architecture(backbone, image_size, pretrained)
+        state_dict = torch.load(cached, map_location="cpu", weights_only=True)
+        _load_state_dict(model, state_dict, str(cached))
+        transform = _weights_enum(backbone, weights).transforms()
+        normalization = Normalization(tuple(transform.mean), tuple(transform.std))
+    return _without_auxiliary_classifiers(model), normalization
+
+
+def _without_auxiliary_classifiers(model: nn.Module) -> nn.Module:
+    """GoogLeNet and Inception v3 return extra logits from side branches while they train;
+    training here reads one output, so the branches go (once their weights are loaded: the
+    pretrained files hold them), as torchvision itself does unless asked to keep them."""
+    if getattr(model, "aux_logits", False):
+        model.aux_logits = False
+        for branch in ("aux1", "aux2", "AuxLogits"):
+            if hasattr(model, branch):
+                setattr(model, branch, None)
+    return model
 
 
 def replace_head(model: nn.Module, num_classes: int) -> tuple[nn.Module, nn.Linear]:
     """Swap the last Linear layer (ViT heads.head, ResNet fc, VGG/MobileNet classifier[-1], ...)
     for an Identity and return a fresh Linear for num_classes: model(x) is then the feature
     vector the head reads."""
-    name = [n for n, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
+    name = _head_name(model)
     old_head = model.get_submodule(name)
     parent_name, _, attribute = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, attribute, nn.Identity())
     return model, nn.Linear(old_head.in_features, num_classes)
+
+
+def _head_name(model: nn.Module) -> str:
+    """The classifier layer replace_head swaps: the network's last Linear layer."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:  # SqueezeNet classifies with a convolution
+        raise BackboneConfigError(
+            f"{type(model).__name__} has no Linear classifier layer to replace with a new head; "
+            "choose a backbone that ends in one (a ViT, ResNet, EfficientNet, ConvNeXt, ...)",
+            setting="backbone",
+        )
+    return linears[-1]
 
 
 def backbone_blocks(model: nn.Module) -> list[nn.Module]:
@@ -247,6 +315,8 @@ def backbone_blocks(model: nn.Module) -> list[nn.Module]:
         return [model.layer1, model.layer2, model.layer3, model.layer4]
     if isinstance(getattr(model, "features", None), nn.Sequential):
         return list(model.features)
+    if isinstance(getattr(model, "trunk_output", None), nn.Sequential):  # RegNet's four stages
+        return list(model.trunk_output)
     raise BackboneConfigError(
         f"{type(model).__name__} has no block structure this pipeline knows; "
         "use trainable_blocks 0 or -1",

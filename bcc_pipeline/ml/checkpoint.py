@@ -137,19 +137,18 @@ def _pointer_target(pointer: Path) -> Path:
 
 def load_classifier(path: Path | str) -> tuple[ClassifierNet, dict[str, Any]]:
     """The network in eval mode, rebuilt without downloading anything, and the checkpoint data.
-    Built on the meta device and given the checkpoint's tensors (a strict load: every weight
-    and persistent buffer): no random initialisation of weights that are overwritten at once
-    (about a second for vit_b_16 on a CPU)."""
+    Built empty and given the checkpoint's tensors (a strict load: every weight and persistent
+    buffer): no random initialisation of weights that are overwritten at once."""
     payload = read_checkpoint(path)
     norm = payload["normalization"]
     net = build_network(
         len(payload["class_names"]),
         payload["image_size"],
         payload["backbone"]["name"],
-        "none",
+        payload["backbone"]["weights"],  # builds the same architecture; loads nothing
         payload["backbone"]["trainable_blocks"],
         Normalization(tuple(norm["mean"]), tuple(norm["std"])),
-        device="meta",
+        empty=True,
     )
     try:
         net.load_state_dict(payload["state_dict"], assign=True)

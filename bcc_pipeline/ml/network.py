@@ -139,14 +139,14 @@ def build_network(
     weights: str,
     trainable_blocks: int,
     normalization: Normalization | None = None,
-    device: torch.device | str | None = None,
+    empty: bool = False,
 ) -> ClassifierNet:
     """A backbone (pretrained as asked) with a fresh num_classes head. `normalization` overrides
-    the weights' own statistics, for a checkpoint that stored them. On device "meta" the
-    backbone and head get no storage and no random initialisation, for weights that are about
-    to be loaded (`load_state_dict(..., assign=True)`)."""
-    with torch.device(device) if device is not None else contextlib.nullcontext():
-        model, weights_normalization = load_backbone(backbone, weights, image_size)
+    the weights' own statistics, for a checkpoint that stored them. `empty`: the backbone and
+    head get no random initialisation (nor, mostly, storage: see empty_architecture), for
+    weights that are about to be loaded (`load_state_dict(..., assign=True)`)."""
+    model, weights_normalization = load_backbone(backbone, weights, image_size, empty=empty)
+    with torch.device("meta") if empty else contextlib.nullcontext():
         model, head = replace_head(model, num_classes)
     return ClassifierNet(model, head, trainable_blocks, normalization or weights_normalization)
 

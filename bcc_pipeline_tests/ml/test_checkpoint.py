@@ -8,6 +8,7 @@ from bcc_pipeline.ml.checkpoint import (
     CheckpointError,
     load_classifier,
     read_checkpoint,
+    save_checkpoint,
     stored_inference_dtype,
     stored_temperature,
 )
@@ -49,6 +50,48 @@ def test_temperature_is_a_plain_float_and_older_files_read_as_uncalibrated(tmp_p
     assert payload["temperature"] == 1.75 and stored_temperature(payload) == 1.75
     del payload["temperature"]
     assert stored_temperature(payload) == 1.0
+
+
+def test_a_regnet_checkpoint_reloads_though_regnets_cannot_be_built_on_the_meta_device(
+    tmp_path,
+):
+    net = build_network(len(CLASSES), 32, "regnet_x_400mf", "none", 0).eval()
+    path = save_checkpoint(
+        tmp_path / "model.pt",
+        net,
+        class_names=CLASSES,
+        image_size=32,
+        backbone="regnet_x_400mf",
+        weights="none",
+        inference_dtype=torch.float32,
+        extra={},
+    )
+    reloaded, _ = load_classifier(path)
+    images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images), net(images))
+
+
+def test_a_checkpoint_reloads_into_the_architecture_its_pretrained_weights_chose(
+    tmp_path, googlenet_in_torch_cache
+):
+    """Pretrained GoogLeNet rescales its input inside the model: a flag, not a weight."""
+    net = build_network(len(CLASSES), 64, "googlenet", "DEFAULT", 0).eval()
+    path = save_checkpoint(
+        tmp_path / "model.pt",
+        net,
+        class_names=CLASSES,
+        image_size=64,
+        backbone="googlenet",
+        weights="DEFAULT",
+        inference_dtype=torch.float32,
+        extra={},
+    )
+    reloaded, _ = load_classifier(path)
+    assert reloaded.backbone.transform_input
+    images = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images), net(images))
 
 
 def test_reloaded_model_predicts_identically(checkpoint):

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
+import torchvision
 
-from bcc_pipeline.ml.backbones import BackboneConfigError, Normalization
+from bcc_pipeline.ml.backbones import ALL_BLOCKS, BackboneConfigError, Normalization, check_backbone
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import (
     INFERENCE_BATCH,
@@ -123,13 +124,13 @@ def test_cpu_inference_batches_hold_one_budget_of_token_activations(
 ):
     """The fastest batch per image measured on a CPU for each (bench_inference_batch): wide,
     long token sequences in small batches, small ones in large batches, up to a cap."""
-    net = build_network(3, image_size, backbone, "none", 0, device="meta")
+    net = build_network(3, image_size, backbone, "none", 0, empty=True)
     assert inference_batch_size(net, torch.device("cpu")) == cpu_batch
     assert inference_batch_size(net, torch.device("cuda")) == INFERENCE_BATCH
 
 
 def test_a_cnn_is_inferred_in_full_batches_also_on_a_cpu():
-    net = build_network(3, 64, "resnet18", "none", 0, device="meta")
+    net = build_network(3, 64, "resnet18", "none", 0, empty=True)
     assert inference_batch_size(net, torch.device("cpu")) == INFERENCE_BATCH
 
 
@@ -158,3 +159,27 @@ def test_predictions_read_their_batches_from_the_file_not_through_the_map(
         expected = net(torch.from_numpy(np.array(images)))
     logits = predict_logits(net, images, torch.device("cpu"), batch_size=4)
     torch.testing.assert_close(logits, expected)
+
+
+NO_LINEAR_HEAD = ("squeezenet1_0", "squeezenet1_1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", torchvision.models.list_models(torchvision.models))
+def test_every_torchvision_classifier_trains_and_predicts_or_is_refused_at_launch(backbone):
+    """README: any torchvision classification model. On the meta device (shapes, no numbers):
+    head only with the frozen prefix cached, and everything trainable, at its smallest
+    pretrained size or 224."""
+    size = max(224, torchvision.models.get_model_weights(backbone).DEFAULT.meta["min_size"][0])
+    if backbone in NO_LINEAR_HEAD:
+        with pytest.raises(BackboneConfigError, match="no Linear classifier layer"):
+            check_backbone(backbone, "none", size, 0)
+        return
+    images = torch.zeros(2, 3, size, size, dtype=torch.uint8, device="meta")
+    for trainable_blocks in (0, ALL_BLOCKS):
+        check_backbone(backbone, "none", size, trainable_blocks)
+        net = build_network(3, size, backbone, "none", trainable_blocks, empty=True).to("meta")
+        assert net.train()(images).shape == (2, 3)
+        assert net.eval()(images).shape == (2, 3)
+        if net.cacheable:
+            assert net.from_features(net.frozen_features(images)).shape == (2, 3)
