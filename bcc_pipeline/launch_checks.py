@@ -95,6 +95,7 @@ def launch_problems(
     from bcc_pipeline.assets.tensors import TensorsConfig
     from bcc_pipeline.assets.training import TrainingConfig
     from bcc_pipeline.data.split import check_fractions
+    from bcc_pipeline.garbage import import_frozen
     from bcc_pipeline.ml.backbones import check_backbone, fetch_weights
 
     def runs(asset: str) -> bool:
@@ -130,7 +131,10 @@ def launch_problems(
                 fetch_weights(settings.backbone, settings.weights)
     if any(runs(asset) for asset in USES_ACCELERATOR):
         with problems.at("resources.accelerator.config"):
-            accelerator.trainer_device()
+            device = accelerator.trainer_device()
+            if runs(TRAINING):
+                import_frozen("pytorch_lightning")  # training imports it anyway
+                device.check_with_lightning()
     return problems.lines
 
 

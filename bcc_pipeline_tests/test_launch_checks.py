@@ -147,13 +147,13 @@ def test_every_problem_is_listed_at_once(sample_root, tmp_path):
     assert message.count("\n- ") == 3
 
 
-def _problems(tmp_path, run_config, selected=None):
+def _problems(tmp_path, run_config, selected=None, **accelerator):
     return launch_problems(
         run_config,
         selected,
         DatasetResource(data_dir=str(tmp_path)),
         ArtifactsResource(root=str(tmp_path / "artifacts")),
-        AcceleratorResource(accelerator="cpu"),
+        AcceleratorResource(**{"accelerator": "cpu", **accelerator}),
         QualityGatesResource(),
     )
 
@@ -187,6 +187,23 @@ def test_devices_take_every_form_lightning_does(devices):
         **dg.validate_run_config(job, {})["resources"]["accelerator"]["config"],
         "devices": devices,
     }
+
+
+@no_gpu
+@pytest.mark.parametrize(
+    ("strategy", "said"),
+    [("dp", "invalid strategy name"), ("fsdp", "requires a GPU accelerator")],
+)
+def test_a_strategy_lightning_cannot_use_here_is_a_launch_problem(tmp_path, strategy, said):
+    """Training builds its Trainer only after the features are cached: minutes on a CPU."""
+    config = _training(backbone="vit_tiny", weights="none")
+    problems = _problems(tmp_path, config, {"vit_checkpoint"}, strategy=strategy)
+    assert len(problems) == 1
+    assert problems[0].startswith(
+        "resources.accelerator.config.strategy: Lightning cannot train with these settings here"
+    )
+    assert said in problems[0]
+    assert _problems(tmp_path, config, {"test_metrics_report"}, strategy=strategy) == []
 
 
 def test_two_cpu_devices_written_as_a_yaml_integer_give_two_processes():

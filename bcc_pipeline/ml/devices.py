@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -174,6 +177,29 @@ class TrainerDevice:
             return torch.float16
         return torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32
 
+    def check_with_lightning(self) -> None:
+        """Lightning's own verdict on these settings on this machine, which resolve does not
+        repeat: a strategy it does not know, one that needs a GPU (fsdp) or a package
+        (deepspeed). Training builds its Trainer only after the frozen features are cached,
+        minutes into a run on a CPU; this builds one with the same device arguments at launch
+        and drops it (no process starts, no torch flag changes)."""
+        import pytorch_lightning as pl
+
+        try:
+            with quiet_lightning_banner():
+                pl.Trainer(
+                    **self.trainer_kwargs(),
+                    logger=False,
+                    enable_checkpointing=False,
+                    enable_progress_bar=False,
+                    enable_model_summary=False,
+                )
+        except Exception as err:  # Lightning raises ValueError, MisconfigurationException, ...
+            raise DeviceConfigError(
+                f"Lightning cannot train with these settings here: {str(err).splitlines()[0]}",
+                "strategy" if self.strategy != "auto" else "precision",
+            ) from None
+
     def trainer_kwargs(self) -> dict:
         return {
             "accelerator": self.accelerator,
@@ -182,6 +208,19 @@ class TrainerDevice:
             "strategy": self.strategy,
             "num_nodes": self.num_nodes,
         }
+
+
+@contextmanager
+def quiet_lightning_banner() -> Iterator[None]:
+    """Silence the lines Lightning logs whenever it builds a Trainer ("GPU available: ...",
+    a tip to install a cloud logger): the run logs its own device line once."""
+    banner = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = banner.level
+    banner.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        banner.setLevel(level)
 
 
 def _launchable_strategy(strategy: str, world_size: int) -> str:

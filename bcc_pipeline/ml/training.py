@@ -23,7 +23,7 @@ from pytorch_lightning.loggers import CSVLogger
 from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.backbones import check_backbone
 from bcc_pipeline.ml.datamodule import MRIDataModule
-from bcc_pipeline.ml.devices import TrainerDevice
+from bcc_pipeline.ml.devices import TrainerDevice, quiet_lightning_banner
 from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import ClassifierNet, build_network, predict_logits
@@ -113,18 +113,15 @@ def _quiet_fit(torch_threads: int | None) -> Iterator[None]:
 
     A head on cached features does tiny matrix work per step, where thread hand-offs cost more
     than they give (10x slower epochs on a busy 2-core machine)."""
-    banner = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    level, threads = banner.level, torch.get_num_threads()
-    banner.setLevel(logging.WARNING)
+    threads = torch.get_num_threads()
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     try:
-        with warnings.catch_warnings():
+        with quiet_lightning_banner(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
             yield
     finally:
-        banner.setLevel(level)
         torch.set_num_threads(threads)
 
 

@@ -71,3 +71,9 @@ def test_impossible_devices_are_refused_naming_the_setting(given):
     with pytest.raises(DeviceConfigError) as error:
         devices.parse_devices(given)
     assert error.value.setting == "devices"
+
+
+def test_lightnings_check_of_the_settings_changes_no_torch_flag():
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    TrainerDevice.resolve(accelerator="cpu", devices=2, strategy="ddp").check_with_lightning()
+    assert torch.are_deterministic_algorithms_enabled() == deterministic
