@@ -87,6 +87,16 @@ def _with(config: dg.RunConfig, op: str, **changes) -> dg.RunConfig:
             "ops.preprocessed_tensors.config.image_size: vit_tiny takes whole 16-pixel patches",
         ),
         (
+            "vit_checkpoint",
+            {"seed": 2**32},
+            "ops.vit_checkpoint.config.seed: Input should be less than or equal to 4294967295",
+        ),
+        (
+            "stratified_split",
+            {"seed": -1},
+            "ops.stratified_split.config.seed: Input should be greater than or equal to 0",
+        ),
+        (
             "stratified_split",
             {"train_fraction": 0.8},
             "ops.stratified_split.config: split fractions must sum to 1",

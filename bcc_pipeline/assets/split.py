@@ -21,9 +21,11 @@ CODE_VERSION = "1"
 class SplitConfig(dg.Config):
     seed: int = Field(
         default=42,
+        ge=0,
         description=(
-            "Seed of the split; same manifest + seed = same split. Changing it (or a fraction, "
-            "or near_duplicate_distance) re-draws the split on purpose: images may move."
+            "Seed of the split, 0 or more; same manifest + seed = same split. Changing it (or a "
+            "fraction, or near_duplicate_distance) re-draws the split on purpose: images may "
+            "move."
         ),
     )
     train_fraction: float = Field(default=0.7, description="Share of each class for training.")

@@ -40,7 +40,12 @@ class TrainingSettings(BaseModel):
     )
     batch_size: int = Field(default=16, ge=1, description="Training batch size per device.")
     learning_rate: float = Field(default=1e-4, gt=0, description="Adam learning rate.")
-    seed: int = Field(default=42, description="Seeds init, shuffling and augmentation.")
+    seed: int = Field(
+        default=42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seeds init, shuffling and augmentation (0 to 2**32 - 1: what numpy takes).",
+    )
     horizontal_flip: bool = Field(
         default=True, description="Random left-right flip of training images (never val/test)."
     )
