@@ -3,6 +3,7 @@ temp files of dead runs are found and removed; folders that cannot be written ar
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 TEMP_SUFFIX = ".tmp"
@@ -25,6 +27,52 @@ WORK_DIR_PREFIX = ".work-"
 class UnwritableDirError(ValueError):
     """A folder the pipeline must write to cannot be created or written; the message names the
     folder and the cause."""
+
+
+class DiskFullError(OSError):
+    """No room on the disk for a file the pipeline must write; the message names the file, the
+    room it needs and the room there is."""
+
+
+def allocated_npy(path: Path | str, dtype: np.dtype | type, shape: tuple[int, ...]) -> np.ndarray:
+    """A new .npy file mapped for writing (numpy's open_memmap), with its blocks reserved on
+    the disk before anything is written. numpy makes a sparse file, and on a full disk a write
+    into one of its holes raises nothing: the kernel kills the process (SIGBUS), so a Dagster
+    run would die without a word. Reserved, a disk without the room is a DiskFullError now."""
+    path = Path(path)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    _reserve_blocks(path)
+    return array
+
+
+def _reserve_blocks(path: Path) -> None:
+    size = path.stat().st_size
+    reserve = getattr(os, "posix_fallocate", None)  # macOS has none
+    if reserve is not None:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            reserve(fd, 0, size)
+            return
+        except OSError as err:
+            if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise _no_room(path, size) from None
+            if err.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+        finally:
+            os.close(fd)
+    # This disk cannot reserve blocks: at least see that the room is there now.
+    if shutil.disk_usage(path.parent).free < size:
+        raise _no_room(path, size)
+
+
+def _no_room(path: Path, size: int) -> DiskFullError:
+    free = shutil.disk_usage(path.parent).free
+    return DiskFullError(
+        errno.ENOSPC,
+        f"no room on the disk for a {size / 2**20:,.0f} MiB file in {path.parent} "
+        f"({free / 2**20:,.0f} MiB free); free space there, or set resources.artifacts.config."
+        "root to a disk with room",
+    )
 
 
 def check_writable_dir(path: Path | str) -> None:

@@ -1,3 +1,4 @@
+import errno
 import os
 import signal
 import stat
@@ -6,12 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from bcc_pipeline.resources import ArtifactsResource
 from bcc_pipeline.storage import (
+    DiskFullError,
     UnwritableDirError,
+    allocated_npy,
     atomic_path,
     check_writable_dir,
     remove_stale_temp_files,
@@ -148,3 +152,57 @@ def test_an_entry_in_use_by_a_live_process_is_kept_until_it_is_killed(tmp_path, 
     assert entry.exists(), "SIGKILL leaves it behind"
     assert remove_stale_temp_files(tmp_path, DAY) == [entry]
     assert list(run.iterdir()) == []
+
+
+def test_an_allocated_npy_holds_its_blocks_before_anything_is_written(tmp_path):
+    """numpy's open_memmap alone makes a sparse file: no blocks until pages are written."""
+    array = allocated_npy(tmp_path / "x.npy", np.uint8, (4, 1024, 1024))
+    status = os.stat(tmp_path / "x.npy")
+    assert status.st_blocks * 512 >= status.st_size >= 4 * 2**20
+    assert array.shape == (4, 1024, 1024) and array.dtype == np.uint8
+
+
+def test_no_room_for_an_allocated_npy_is_a_disk_full_error_naming_the_room(tmp_path, monkeypatch):
+    def full_disk(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk)
+    with pytest.raises(DiskFullError, match=r"no room on the disk for a 4 MiB file") as caught:
+        allocated_npy(tmp_path / "x.npy", np.uint8, (4, 1024, 1024))
+    assert caught.value.errno == errno.ENOSPC
+    assert f"in {tmp_path} (" in str(caught.value) and "MiB free" in str(caught.value)
+    assert "resources.artifacts.config.root" in str(caught.value)
+
+
+FILL_A_SMALL_DISK = """
+import sys
+import numpy as np
+from bcc_pipeline.storage import DiskFullError, allocated_npy
+try:
+    allocated_npy(sys.argv[1], np.uint8, (16, 1024, 1024))[:] = 1
+except DiskFullError as err:
+    print(err)
+"""
+
+
+def test_a_full_disk_is_an_error_not_a_killed_process(tmp_path):
+    """On a 4 MiB tmpfs (needs root; skipped elsewhere): a write into a sparse file there is
+    SIGBUS. Run in a child process, which the signal would kill."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", FILL_A_SMALL_DISK, str(disk / "x.npy")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert child.returncode == 0, f"killed by signal {-child.returncode}: {child.stderr}"
+    assert "no room on the disk for a 16 MiB file" in child.stdout

@@ -17,7 +17,7 @@ from bcc_pipeline.data.images import ImageRejected, model_input, read_image_file
 from bcc_pipeline.data.manifest import printable
 from bcc_pipeline.data.parallel import parallel_map
 from bcc_pipeline.data.split import SPLITS
-from bcc_pipeline.storage import atomic_path, write_json
+from bcc_pipeline.storage import allocated_npy, atomic_path, write_json
 
 META_FILE = "meta.json"
 
@@ -96,9 +96,7 @@ def write_tensor_splits(
         for split, split_rows in rows.items():
             tmp = files.enter_context(atomic_path(_images_file(out_dir, split)))
             # Allocated on disk; the workers write their rows into the file.
-            np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.uint8, shape=(len(split_rows), 3, image_size, image_size)
-            )
+            allocated_npy(tmp, np.uint8, (len(split_rows), 3, image_size, image_size))
             tasks += [
                 (tmp, index, path, digest, size)
                 for index, (path, digest, size) in enumerate(

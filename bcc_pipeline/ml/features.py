@@ -18,7 +18,7 @@ from bcc_pipeline.data.tensors import MappedArray, TensorSplits, read_rows
 from bcc_pipeline.ml.backbones import NO_WEIGHTS
 from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, SplitViews, view_mirrors
 from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size, inference_copy
-from bcc_pipeline.storage import filled_once
+from bcc_pipeline.storage import allocated_npy, filled_once
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
 """Caches larger than this stay memory-mapped files; smaller ones are read into RAM."""
@@ -76,9 +76,7 @@ class _FeatureFile:
 
     def add(self, output: torch.Tensor) -> None:
         if self.array is None:
-            self.array = np.lib.format.open_memmap(
-                self.path, mode="w+", dtype=np.float16, shape=(self.rows, *output.shape[1:])
-            )
+            self.array = allocated_npy(self.path, np.float16, (self.rows, *output.shape[1:]))
         self.pending.append(output.half())
         if output.is_cpu or sum(t.nbytes for t in self.pending) >= PENDING_BYTES:
             self.copy_back()

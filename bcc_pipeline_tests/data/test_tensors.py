@@ -1,4 +1,6 @@
+import errno
 import hashlib
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -15,6 +17,7 @@ from bcc_pipeline.data.tensors import (
     read_rows,
     write_tensor_splits,
 )
+from bcc_pipeline.storage import DiskFullError
 from bcc_pipeline_tests.conftest import FRACTIONS
 
 
@@ -142,3 +145,14 @@ def test_a_file_cut_short_after_it_was_opened_is_a_clear_error(tmp_path):
         handle.truncate(handle.seek(0, 2) - 100)
     with pytest.raises(OSError, match="ended early"):
         mapped.read(2, 4)
+
+
+def test_no_room_for_the_tensors_is_said_and_leaves_no_file(sample_root, tmp_path, monkeypatch):
+    def full_disk(fd: int, offset: int, length: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full_disk)
+    table = stratified_group_split(scan_folder(sample_root), FRACTIONS, seed=0).table
+    with pytest.raises(DiskFullError, match="no room on the disk"):
+        write_tensor_splits(table, sample_root, tmp_path, 32, split_fingerprint(table))
+    assert list(tmp_path.iterdir()) == []
