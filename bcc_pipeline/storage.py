@@ -70,9 +70,39 @@ def _no_room(path: Path, size: int) -> DiskFullError:
     return DiskFullError(
         errno.ENOSPC,
         f"no room on the disk for a {size / 2**20:,.0f} MiB file in {path.parent} "
-        f"({free / 2**20:,.0f} MiB free); free space there, or set resources.artifacts.config."
-        "root to a disk with room",
+        f"({free / 2**20:,.0f} MiB free); {ROOM_FIX}",
     )
+
+
+ROOM_FIX = "free space there, or set resources.artifacts.config.root to a disk with room"
+NO_ROOM_LEFT_BYTES = 2**20
+"""A write that failed with less than this free on its disk failed for want of room."""
+
+
+@contextmanager
+def full_disk_said(folder: Path | str) -> Iterator[None]:
+    """Writes into `folder` in the block: a disk that fills up becomes a DiskFullError naming
+    the folder, whatever the writer raised (torch.save says only "unexpected pos 576 vs 534",
+    pyarrow "Error writing bytes to file"). The writer's own error stays chained to it."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        room = _free_bytes(Path(folder))
+        said = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+        if not said and (room is None or room >= NO_ROOM_LEFT_BYTES):
+            raise
+        raise DiskFullError(
+            errno.ENOSPC, f"the disk filled up while writing in {folder}; {ROOM_FIX}"
+        ) from err
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 def check_writable_dir(path: Path | str) -> None:
@@ -110,7 +140,8 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield tmp
+        with full_disk_said(final.parent):
+            yield tmp
         os.replace(tmp, final)
     finally:
         os.close(fd)
@@ -126,7 +157,8 @@ def work_dir(parent: Path | str) -> Iterator[Path]:
         fd = os.open(Path(folder) / ".lock", os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield Path(folder)
+            with full_disk_said(folder):
+                yield Path(folder)
         finally:
             os.close(fd)
 

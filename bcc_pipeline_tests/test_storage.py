@@ -1,5 +1,6 @@
 import errno
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -174,7 +175,32 @@ def test_no_room_for_an_allocated_npy_is_a_disk_full_error_naming_the_room(tmp_p
     assert "resources.artifacts.config.root" in str(caught.value)
 
 
-FILL_A_SMALL_DISK = """
+@pytest.mark.parametrize(
+    ("raised", "free", "said"),
+    [
+        (RuntimeError("unexpected pos 576 vs 534"), 0, True),  # torch.save, disk full
+        (OSError(errno.ENOSPC, "No space left on device"), 10 * 2**30, True),
+        (RuntimeError("unexpected pos 576 vs 534"), 10 * 2**30, False),  # not for want of room
+    ],
+)
+def test_a_write_that_fails_for_want_of_room_is_said_as_disk_full(
+    tmp_path, monkeypatch, raised, free, said
+):
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real_usage(path)._replace(free=free))
+    with (
+        pytest.raises(DiskFullError if said else type(raised)) as caught,
+        atomic_path(tmp_path / "model.pt"),
+    ):
+        raise raised
+    if said:
+        assert f"the disk filled up while writing in {tmp_path}" in str(caught.value)
+        assert caught.value.__cause__ is raised
+    assert list(tmp_path.iterdir()) == []
+
+
+FILL_A_SMALL_DISK = {
+    "memory-mapped": """
 import sys
 import numpy as np
 from bcc_pipeline.storage import DiskFullError, allocated_npy
@@ -182,12 +208,24 @@ try:
     allocated_npy(sys.argv[1], np.uint8, (16, 1024, 1024))[:] = 1
 except DiskFullError as err:
     print(err)
-"""
+""",
+    "torch.save": """
+import sys
+import torch
+from bcc_pipeline.storage import DiskFullError, atomic_path
+try:
+    with atomic_path(sys.argv[1]) as tmp:
+        torch.save({"weights": torch.zeros(4 * 2**20)}, tmp)
+except DiskFullError as err:
+    print(err)
+""",
+}
 
 
-def test_a_full_disk_is_an_error_not_a_killed_process(tmp_path):
+@pytest.mark.parametrize("writer", FILL_A_SMALL_DISK)
+def test_a_full_disk_is_an_error_not_a_killed_process(tmp_path, writer):
     """On a 4 MiB tmpfs (needs root; skipped elsewhere): a write into a sparse file there is
-    SIGBUS. Run in a child process, which the signal would kill."""
+    SIGBUS, and torch.save says "unexpected pos". Run in a child, which a signal would kill."""
     disk = tmp_path / "small"
     disk.mkdir()
     mounted = subprocess.run(
@@ -197,12 +235,16 @@ def test_a_full_disk_is_an_error_not_a_killed_process(tmp_path):
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         child = subprocess.run(
-            [sys.executable, "-c", FILL_A_SMALL_DISK, str(disk / "x.npy")],
+            [sys.executable, "-c", FILL_A_SMALL_DISK[writer], str(disk / "file")],
             capture_output=True,
             text=True,
             timeout=60,
         )
     finally:
         subprocess.run(["umount", str(disk)], check=True)
-    assert child.returncode == 0, f"killed by signal {-child.returncode}: {child.stderr}"
-    assert "no room on the disk for a 16 MiB file" in child.stdout
+    assert child.returncode == 0, f"exit {child.returncode}: {child.stderr}"
+    said = {
+        "memory-mapped": "no room on the disk for a 16 MiB file",
+        "torch.save": f"the disk filled up while writing in {disk}",
+    }
+    assert said[writer] in child.stdout
