@@ -46,10 +46,12 @@ class DataFolderError(ValueError):
     """The data folder cannot yield a dataset; the message says how to fix it."""
 
 
-def list_files(data_dir: Path) -> tuple[list[Path], dict[Path, str]]:
-    """Every regular file beneath data_dir, sorted, and the folders that could not be listed
-    with the reason (no permission, a shared drive gone); symlinked folders are not followed."""
-    found, unlistable = [], {}
+def list_files(data_dir: Path) -> tuple[list[Path], dict[Path, str], dict[Path, str]]:
+    """Every regular file beneath data_dir, sorted; the folders that could not be listed, with
+    the reason (no permission, a shared drive gone); and the entries that are no regular file,
+    with what they are (a link whose target is gone, a pipe). Symlinked folders are not
+    followed."""
+    found, unlistable, not_files = [], {}, {}
 
     def note(err: OSError) -> None:
         unlistable[Path(err.filename)] = err.strerror or str(err)
@@ -59,7 +61,22 @@ def list_files(data_dir: Path) -> tuple[list[Path], dict[Path, str]]:
             path = Path(folder) / name
             if path.is_file():
                 found.append(path)
-    return sorted(found), unlistable
+            else:
+                not_files[path] = _what_is_not_a_file(path)
+    return sorted(found), unlistable, not_files
+
+
+def _what_is_not_a_file(path: Path) -> str:
+    if not path.is_symlink():
+        return "not a regular file (a pipe, socket or device); not read"
+    target = printable(os.readlink(path))
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return f"a symbolic link to {target}, which does not exist (a drive not mounted?)"
+    except OSError as err:  # ELOOP: it leads back to itself
+        return f"a symbolic link to {target} that cannot be followed ({err.strerror})"
+    return f"a symbolic link to {target}, which is not a regular file; not read"
 
 
 def folder_fingerprint(data_dir: Path | str) -> str:
@@ -207,12 +224,12 @@ def scan_folder(
             "synthetic sample with `bcc-pipeline sample-data DIR`; then set "
             "resources.dataset.config.data_dir."
         )
-    files, unlistable = list_files(data_dir)
+    files, unlistable, not_files = list_files(data_dir)
     if data_dir in unlistable:
         raise DataFolderError(
             f"cannot list data_dir {printable(str(data_dir))!r}: {unlistable[data_dir]}"
         )
-    if not files and not unlistable:
+    if not files and not unlistable and not not_files:
         raise DataFolderError(f"data_dir {printable(str(data_dir))!r} is empty: no files to read")
     rows = parallel_map(
         partial(inspect_file, data_dir=data_dir, max_file_bytes=max_file_bytes), files, workers
@@ -220,7 +237,17 @@ def scan_folder(
     images = [path for path, row in zip(files, rows, strict=True) if row["status"] == "ok"]
     classes = find_class_folders(data_dir, files, images, class_folders)
     rows = [_label(row, path, classes) for path, row in zip(files, rows, strict=True)]
-    rows += [_unlistable_row(folder, data_dir, why) for folder, why in unlistable.items()]
+    rows += [
+        _unreadable_row(
+            f"{folder.relative_to(data_dir).as_posix()}/",
+            f"cannot list this folder ({why}): the files in it are not in the manifest",
+        )
+        for folder, why in unlistable.items()
+    ]
+    rows += [
+        _unreadable_row(path.relative_to(data_dir).as_posix(), what)
+        for path, what in not_files.items()
+    ]
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     manifest["bytes"] = manifest["bytes"].astype("int64")
     for column in ("width", "height"):
@@ -231,17 +258,11 @@ def scan_folder(
     return manifest.sort_values("path", ignore_index=True)
 
 
-def _unlistable_row(folder: Path, data_dir: Path, why: str) -> dict:
-    """A folder whose files cannot be seen is a row of its own, so that they are not lost
-    without a word."""
+def _unreadable_row(relative: str, error: str) -> dict:
+    """What cannot be read as a file (a folder that cannot be listed, a dangling link) is a row
+    of its own, so that nothing is lost without a word."""
     row = dict.fromkeys(MANIFEST_COLUMNS)
-    return {
-        **row,
-        "path": printable(f"{folder.relative_to(data_dir).as_posix()}/"),
-        "bytes": 0,
-        "status": UNREADABLE,
-        "error": f"cannot list this folder ({why}): the files in it are not in the manifest",
-    }
+    return {**row, "path": printable(relative), "bytes": 0, "status": UNREADABLE, "error": error}
 
 
 def require_usable(manifest: pd.DataFrame, data_dir: Path | str) -> None:

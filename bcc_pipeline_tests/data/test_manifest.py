@@ -259,3 +259,24 @@ def test_generated_images_are_recorded_as_synthetic_and_no_other_file_is(messy_r
     assert manifest.loc[generated, "synthetic"].all()
     assert not manifest.loc[~generated, "synthetic"].any()
     assert manifest["synthetic"].dtype == bool
+
+
+def test_entries_that_are_no_regular_file_are_rows_not_silent_gaps(sample_root, tmp_path):
+    """A dataset assembled from links loses nothing without a word when a drive is gone."""
+    folder = tmp_path / "brain_glioma"
+    shutil.copytree(sample_root / KAGGLE_SUBDIR / "brain_glioma", folder)
+    (folder / "gone.jpg").symlink_to(tmp_path / "unmounted" / "slice.jpg")
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    (folder / "device.jpg").symlink_to("/dev/null")
+    os.mkfifo(folder / "pipe.jpg")
+    manifest = scan_folder(tmp_path).set_index("path")
+    said = {
+        "gone.jpg": f"a symbolic link to {tmp_path}/unmounted/slice.jpg, which does not exist",
+        "loop.jpg": "a symbolic link to loop.jpg that cannot be followed",
+        "device.jpg": "a symbolic link to /dev/null, which is not a regular file",
+        "pipe.jpg": "not a regular file (a pipe, socket or device)",
+    }
+    for name, error in said.items():
+        row = manifest.loc[f"brain_glioma/{name}"]
+        assert row["status"] == "unreadable" and row["error"].startswith(error), name
+    assert (manifest["status"] == "ok").sum() == len(list(folder.glob("*"))) - len(said)
