@@ -1,4 +1,7 @@
-"""new_data_sensor: retrain when the data folder changes; off until a user turns it on."""
+"""new_data_sensor: retrain when the data folder has changed and settled; off until a user turns
+it on."""
+
+import json
 
 import dagster as dg
 
@@ -15,7 +18,8 @@ from bcc_pipeline.schedules import retraining_run_config
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
         "Fingerprints the data folder (file names, sizes, mtimes; no reads) and requests a "
-        "training_job run when it differs from the last one seen."
+        "training_job run once it differs from the last one trained on and has stopped "
+        "changing: unchanged between two ticks, so a copy still under way is not trained on."
     ),
 )
 def new_data_sensor(
@@ -24,14 +28,40 @@ def new_data_sensor(
     if not dataset.path.is_dir():
         return dg.SkipReason(f"data folder {dataset.path} does not exist")
     fingerprint = folder_fingerprint(dataset.path)
-    if fingerprint == context.cursor:
-        return dg.SkipReason(f"no change in {dataset.path} (fingerprint {fingerprint})")
     if context.cursor is None:
         return dg.SensorResult(
             skip_reason=f"recorded the first fingerprint {fingerprint}; watching for changes",
-            cursor=fingerprint,
+            cursor=_cursor(trained=fingerprint, seen=fingerprint),
+        )
+    trained, seen = _read_cursor(context.cursor)
+    if fingerprint == trained:
+        return dg.SensorResult(
+            skip_reason=f"no change in {dataset.path} (fingerprint {fingerprint})",
+            cursor=_cursor(trained=trained, seen=fingerprint),
+        )
+    if fingerprint != seen:
+        return dg.SensorResult(
+            skip_reason=(
+                f"{dataset.path} changed (fingerprint {fingerprint}); waiting one more tick "
+                "for it to stop changing (a copy may be under way)"
+            ),
+            cursor=_cursor(trained=trained, seen=fingerprint),
         )
     return dg.SensorResult(
         run_requests=[dg.RunRequest(run_key=fingerprint, run_config=retraining_run_config())],
-        cursor=fingerprint,
+        cursor=_cursor(trained=fingerprint, seen=fingerprint),
     )
+
+
+def _cursor(trained: str, seen: str) -> str:
+    """The fingerprint last trained on (or first recorded) and the one the last tick saw."""
+    return json.dumps({"trained": trained, "seen": seen})
+
+
+def _read_cursor(cursor: str) -> tuple[str, str]:
+    """(trained, seen); a cursor from before the settling tick is one fingerprint, both."""
+    try:
+        values = json.loads(cursor)
+        return values["trained"], values["seen"]
+    except (ValueError, TypeError, KeyError):
+        return cursor, cursor

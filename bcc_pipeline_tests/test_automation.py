@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from bcc_pipeline.data.manifest import folder_fingerprint
 from bcc_pipeline.definitions import defs
 from bcc_pipeline.resources import DatasetResource
 from bcc_pipeline.schedules import retraining_schedule
@@ -28,7 +29,9 @@ def test_schedule_is_weekly_off_by_default_and_uses_the_configured_run_config(
     assert request.run_config == config
 
 
-def test_sensor_records_a_baseline_then_requests_a_run_when_the_data_changes(sample_root, tmp_path):
+def test_sensor_records_a_baseline_then_requests_a_run_once_changed_data_has_settled(
+    sample_root, tmp_path
+):
     data = tmp_path / "data"
     shutil.copytree(sample_root, data)
     instance = dg.DagsterInstance.ephemeral()
@@ -44,13 +47,33 @@ def test_sensor_records_a_baseline_then_requests_a_run_when_the_data_changes(sam
     first = tick(None)
     assert not first.run_requests and first.cursor
     unchanged = tick(first.cursor)
-    assert isinstance(unchanged, dg.SkipReason)
-    new_image = next(data.rglob("*.jpg"))
-    shutil.copy(new_image, new_image.with_name("new_scan.jpg"))
-    changed = tick(first.cursor)
-    assert len(changed.run_requests) == 1
-    assert changed.cursor != first.cursor
-    assert changed.run_requests[0].run_key == changed.cursor
+    assert not unchanged.run_requests and "no change" in unchanged.skip_reason.skip_message
+    images = sorted(data.rglob("*.jpg"))
+    shutil.copy(images[0], images[0].with_name("new_scan_1.jpg"))
+    copying = tick(unchanged.cursor)
+    assert not copying.run_requests and "waiting one more tick" in copying.skip_reason.skip_message
+    shutil.copy(images[1], images[1].with_name("new_scan_2.jpg"))  # the copy goes on
+    still_copying = tick(copying.cursor)
+    assert not still_copying.run_requests
+    settled = tick(still_copying.cursor)
+    assert len(settled.run_requests) == 1
+    assert tick(settled.cursor).run_requests == []  # trained on: no second run
+
+
+def test_sensor_reads_a_cursor_written_before_it_waited_for_data_to_settle(sample_root, tmp_path):
+    """An older sensor's cursor is the bare fingerprint it last requested a run for."""
+    data = tmp_path / "data"
+    shutil.copytree(sample_root, data)
+    dataset = DatasetResource(data_dir=str(data))
+
+    def tick(cursor: str) -> dg.SensorResult:
+        context = dg.build_sensor_context(
+            instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources={"dataset": dataset}
+        )
+        return new_data_sensor(context)
+
+    assert tick(folder_fingerprint(data)).run_requests == []
+    assert tick("0123456789012345").run_requests == []  # changed since: wait one tick
 
 
 def test_sensor_skips_a_missing_folder(tmp_path):
@@ -75,7 +98,11 @@ def test_sensor_survives_a_file_name_that_is_not_utf8_and_sees_it_change(sample_
             handle.write(b"\xff\xd8\xff")
     except OSError as err:
         pytest.skip(f"this file system refuses non-UTF-8 names: {err}")
-    context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(), resources={"dataset": dataset}, cursor=baseline
-    )
-    assert len(new_data_sensor(context).run_requests) == 1
+    cursor = baseline
+    for _ in range(2):  # the change is seen, then found settled
+        context = dg.build_sensor_context(
+            instance=dg.DagsterInstance.ephemeral(), resources={"dataset": dataset}, cursor=cursor
+        )
+        result = new_data_sensor(context)
+        cursor = result.cursor
+    assert len(result.run_requests) == 1
