@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,32 @@ LOCAL_UI = "http://127.0.0.1:5000"
 
 class TrackingError(ConfigError):
     """The tracking store cannot be reached or used; the message names the URI."""
+
+
+SERVER_ANSWER_SECONDS = 10
+"""How long a tracking server has to answer the first request of a run."""
+
+
+def _check_server_answers(tracking_uri: str) -> None:
+    """A tracking server that does not answer fails the run in seconds: MLflow's client tries
+    again with growing pauses for about four minutes first (measured against a closed port).
+    Any HTTP answer will do, whatever its status; only silence or a refused connection fails."""
+    if urlparse(tracking_uri).scheme not in ("http", "https"):
+        return
+    try:
+        with urllib.request.urlopen(
+            f"{tracking_uri.rstrip('/')}/health", timeout=SERVER_ANSWER_SECONDS
+        ):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered
+    except (urllib.error.URLError, OSError) as err:  # refused, unknown host, TLS, timeout
+        reason = getattr(err, "reason", None) or err
+        raise TrackingError(
+            f"the MLflow server {tracking_uri!r} does not answer ({reason}); start it, fix "
+            "tracking_uri, or set enabled: false",
+            setting="tracking_uri",
+        ) from None
 
 
 def production_model_uri() -> str:
@@ -93,6 +121,7 @@ class TrackingStore:
     @classmethod
     def open(cls, tracking_uri: str, experiment_name: str) -> TrackingStore:
         """Connect and find the experiment, creating it on first use."""
+        _check_server_answers(tracking_uri)
         migrations = logging.getLogger("mlflow.store.db.utils")
         level = migrations.level
         migrations.setLevel(logging.WARNING)  # a new store's table set-up is not news

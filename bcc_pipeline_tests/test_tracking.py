@@ -1,5 +1,8 @@
 """MLflow tracking and registry, checked through MLflow's own client on temporary SQLite stores."""
 
+import http.server
+import socket
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -8,6 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from bcc_pipeline import tracking as tracking_module
 from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.settings import TrainingSettings
 from bcc_pipeline.resources import ArtifactsResource, TrackingResource
@@ -167,6 +171,52 @@ def test_an_unusable_store_is_one_error_naming_the_uri(tmp_path):
     assert uri in str(caught.value) and caught.value.setting == "tracking_uri"
     with pytest.raises(TrackingError, match="nosuchscheme://x"):
         TrackingStore.open("nosuchscheme://x", "bcc_pipeline")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_server_that_refuses_the_connection_is_said_at_once_not_after_retries():
+    """MLflow's client alone retried for about four minutes against a closed port."""
+    uri = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(TrackingError, match="does not answer .*Connection refused") as caught:
+        TrackingStore.open(uri, "bcc_pipeline")
+    assert uri in str(caught.value) and caught.value.setting == "tracking_uri"
+
+
+def test_a_server_that_never_answers_is_said_after_the_answer_timeout(monkeypatch):
+    monkeypatch.setattr(tracking_module, "SERVER_ANSWER_SECONDS", 0.5)
+    with socket.socket() as silent:  # accepts connections (the backlog), never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        uri = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(TrackingError, match="does not answer .*timed out"):
+            TrackingStore.open(uri, "bcc_pipeline")
+
+
+def test_a_server_that_answers_at_all_gets_mlflows_own_calls():
+    """Any status will do for the first check (a proxy may want a login for /health); MLflow's
+    own requests come next, and here get 404 at once."""
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(TrackingError, match="cannot use the MLflow tracking store .*404"):
+            TrackingStore.open(f"http://127.0.0.1:{server.server_port}", "bcc_pipeline")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_default_store_is_sqlite_under_the_artifacts_root_read_at_run_time(monkeypatch, tmp_path):
