@@ -18,8 +18,8 @@ from functools import cache
 def import_frozen(*modules: str) -> None:
     """Import `modules` with automatic collection paused, then move every object alive to the
     permanent generation (gc.freeze), which later collections skip. A run calls it where it
-    first needs torch and torchvision, and Lightning for a run that trains (both in the launch
-    check), and where training imports the rest of its stack. Before,
+    first needs torch and torchvision (the launch check) and Lightning (training, or the
+    launch check when it asks Lightning about a strategy). Before,
     the full collections from the launch check on took 2.0 s: four while it imported torch
     (0.8 s), one while MLflow's store opened, one during Lightning's import and one after
     training (0.35-0.44 s each), each walking every object imported so far; now 0.17 s

@@ -132,7 +132,8 @@ def launch_problems(
     if any(runs(asset) for asset in USES_ACCELERATOR):
         with problems.at("resources.accelerator.config"):
             device = accelerator.trainer_device()
-            if runs(TRAINING):
+            if runs(TRAINING) and device.strategy not in ("auto", "ddp_spawn"):
+                # Strategies are Lightning's to know; the default ones it always takes.
                 import_frozen("pytorch_lightning")  # training imports it anyway
                 device.check_with_lightning()
     return problems.lines
