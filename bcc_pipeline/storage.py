@@ -29,6 +29,11 @@ class UnwritableDirError(ValueError):
     folder and the cause."""
 
 
+ROOM_FIX = "free space there, or set resources.artifacts.config.root to a disk with room"
+NO_ROOM_LEFT_BYTES = 2**20
+"""A write that failed with less than this free on its disk failed for want of room."""
+
+
 class DiskFullError(OSError):
     """No room on the disk for a file the pipeline must write; the message names the file, the
     room it needs and the room there is."""
@@ -72,11 +77,6 @@ def _no_room(path: Path, size: int) -> DiskFullError:
         f"no room on the disk for a {size / 2**20:,.0f} MiB file in {path.parent} "
         f"({free / 2**20:,.0f} MiB free); {ROOM_FIX}",
     )
-
-
-ROOM_FIX = "free space there, or set resources.artifacts.config.root to a disk with room"
-NO_ROOM_LEFT_BYTES = 2**20
-"""A write that failed with less than this free on its disk failed for want of room."""
 
 
 @contextmanager

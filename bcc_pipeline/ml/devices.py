@@ -178,11 +178,11 @@ class TrainerDevice:
         return torch.bfloat16 if cpu_has_fast_bfloat16() else torch.float32
 
     def check_with_lightning(self) -> None:
-        """Lightning's own verdict on these settings on this machine, which resolve does not
-        repeat: a strategy it does not know, one that needs a GPU (fsdp) or a package
-        (deepspeed). Training builds its Trainer only after the frozen features are cached,
-        minutes into a run on a CPU; this builds one with the same device arguments at launch
-        and drops it (no process starts, no torch flag changes)."""
+        """Lightning's own verdict on the strategy with these settings on this machine, which
+        resolve does not repeat: a strategy it does not know, one that needs a GPU (fsdp) or
+        a package (deepspeed). Training builds its Trainer only after the frozen features are
+        cached, minutes into a run on a CPU; this builds one with the same device arguments at
+        launch and drops it (no process starts, no torch flag changes)."""
         import pytorch_lightning as pl
 
         try:
@@ -197,7 +197,7 @@ class TrainerDevice:
         except Exception as err:  # Lightning raises ValueError, MisconfigurationException, ...
             raise DeviceConfigError(
                 f"Lightning cannot train with these settings here: {str(err).splitlines()[0]}",
-                "strategy" if self.strategy != "auto" else "precision",
+                "strategy",
             ) from None
 
     def trainer_kwargs(self) -> dict:
