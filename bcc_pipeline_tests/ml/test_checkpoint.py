@@ -52,46 +52,38 @@ def test_temperature_is_a_plain_float_and_older_files_read_as_uncalibrated(tmp_p
     assert stored_temperature(payload) == 1.0
 
 
-def test_a_regnet_checkpoint_reloads_though_regnets_cannot_be_built_on_the_meta_device(
-    tmp_path,
-):
-    net = build_network(len(CLASSES), 32, "regnet_x_400mf", "none", 0).eval()
+def _reloads_predicting_the_same(tmp_path, backbone: str, weights: str, size: int):
+    """Build, save, reload: the reloaded network (returned) predicts as the original did."""
+    net = build_network(len(CLASSES), size, backbone, weights, 0).eval()
     path = save_checkpoint(
         tmp_path / "model.pt",
         net,
         class_names=CLASSES,
-        image_size=32,
-        backbone="regnet_x_400mf",
-        weights="none",
+        image_size=size,
+        backbone=backbone,
+        weights=weights,
         inference_dtype=torch.float32,
         extra={},
     )
     reloaded, _ = load_classifier(path)
-    images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    images = torch.randint(0, 255, (2, 3, size, size), dtype=torch.uint8)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(images), net(images))
+    return reloaded
+
+
+def test_a_regnet_checkpoint_reloads_though_regnets_cannot_be_built_on_the_meta_device(
+    tmp_path,
+):
+    _reloads_predicting_the_same(tmp_path, "regnet_x_400mf", "none", 32)
 
 
 def test_a_checkpoint_reloads_into_the_architecture_its_pretrained_weights_chose(
     tmp_path, googlenet_in_torch_cache
 ):
     """Pretrained GoogLeNet rescales its input inside the model: a flag, not a weight."""
-    net = build_network(len(CLASSES), 64, "googlenet", "DEFAULT", 0).eval()
-    path = save_checkpoint(
-        tmp_path / "model.pt",
-        net,
-        class_names=CLASSES,
-        image_size=64,
-        backbone="googlenet",
-        weights="DEFAULT",
-        inference_dtype=torch.float32,
-        extra={},
-    )
-    reloaded, _ = load_classifier(path)
+    reloaded = _reloads_predicting_the_same(tmp_path, "googlenet", "DEFAULT", 64)
     assert reloaded.backbone.transform_input
-    images = torch.randint(0, 255, (2, 3, 64, 64), dtype=torch.uint8)
-    with torch.no_grad():
-        torch.testing.assert_close(reloaded(images), net(images))
 
 
 def test_reloaded_model_predicts_identically(checkpoint):
