@@ -70,7 +70,7 @@ def _check_server_answers(tracking_uri: str) -> None:
             return
     except urllib.error.HTTPError:
         return  # it answered
-    except (urllib.error.URLError, OSError) as err:  # refused, unknown host, TLS, timeout
+    except OSError as err:  # URLError (refused, unknown host, TLS) or a timeout
         reason = getattr(err, "reason", None) or err
         raise TrackingError(
             f"the MLflow server {tracking_uri!r} does not answer ({reason}); start it, fix "
