@@ -166,10 +166,16 @@ def decode_image(data: bytes, draft_size: int | None = None) -> DecodedImage:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB whatever the source mode: 16-bit and float grey are rescaled, not clipped at 255;
-    transparency is composited on black, the background of an MRI."""
+    transparency is composited on black, the background of an MRI. A float image's NaN and
+    infinite pixels (a masked background, say) take the ends of the finite range: one of them
+    would otherwise make the whole range NaN and the image black."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         pixels = np.asarray(image, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
+        finite = pixels[np.isfinite(pixels)]
+        if not finite.size:
+            raise ImageRejected(UNREADABLE, "no pixel has a finite value (all NaN or infinite)")
+        low, high = float(finite.min()), float(finite.max())
+        pixels = np.nan_to_num(pixels, nan=low, posinf=high, neginf=low)
         scaled = (pixels - low) * (255.0 / (high - low)) if high > low else pixels * 0
         image = Image.fromarray(scaled.round().astype(np.uint8))
     if image.mode == "P":

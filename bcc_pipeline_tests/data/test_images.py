@@ -58,6 +58,20 @@ def test_sixteen_bit_grey_is_rescaled_not_clipped():
     assert 0 < rgb[1, 0, 0] < 255, "mid-range 16-bit values must not saturate"
 
 
+def test_non_finite_float_pixels_take_the_ends_of_the_finite_range():
+    pixels = np.array([[0.0, 0.5], [np.nan, 1.0], [np.inf, -np.inf]], dtype=np.float32)
+    grey = np.asarray(to_rgb(Image.fromarray(pixels)))[..., 0]
+    assert grey.tolist() == [[0, 128], [0, 255], [255, 0]]
+
+
+def test_a_float_image_without_a_finite_pixel_is_rejected_as_unreadable():
+    data = _encode(Image.fromarray(np.full((4, 4), np.nan, dtype=np.float32)), "TIFF")
+    with pytest.raises(ImageRejected) as caught:
+        decode_image(data)
+    assert caught.value.status == UNREADABLE
+    assert "finite" in str(caught.value)
+
+
 def test_transparency_is_composited_on_black():
     rgba = np.zeros((4, 4, 4), dtype=np.uint8)
     rgba[..., 1] = 255
