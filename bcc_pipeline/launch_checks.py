@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pydantic
@@ -106,9 +107,13 @@ def launch_problems(
     for name, resource in (("artifacts", artifacts), ("dataset", dataset), ("quality", quality)):
         for err in resource.problems():
             problems.add(f"resources.{name}.config", err)
+    with problems.at("resources.artifacts.config"):
+        require_text_path(artifacts.path, "root")
     if runs(MANIFEST):
         with problems.at("resources.dataset.config"):
             check_data_dir(dataset)
+        with problems.at("resources.artifacts.config"):
+            check_artifacts_outside_data(dataset.path, artifacts.path)
     if runs(SPLIT):
         path = f"ops.{SPLIT}.config"
         split = problems.parse(path, SplitConfig, _op_config(ops, SPLIT))
@@ -155,7 +160,27 @@ def raise_for_problems(
         )
 
 
+def require_text_path(path: Path, setting: str) -> None:
+    """A folder the pipeline names in its reports, metadata and MLflow, all of which need text:
+    a path whose bytes are not UTF-8 would fail there, after the training."""
+    from bcc_pipeline.data.manifest import is_text, printable
+
+    if not is_text(str(path)):
+        raise ConfigError(
+            f"the path '{printable(str(path))}' is not valid UTF-8 (made with another code "
+            "page?); rename the folder, or link to it from a path that is",
+            setting=setting,
+        )
+
+
 def check_data_dir(dataset: DatasetResource) -> None:
+    require_text_path(dataset.path, "data_dir")
+    if dataset.path.exists() and not dataset.path.is_dir():
+        raise ConfigError(
+            f"data folder {str(dataset.path)!r} is a file, not a folder; set data_dir (or "
+            "BCC_DATA_DIR) to the folder that holds the class folders",
+            setting="data_dir",
+        )
     if not dataset.path.is_dir():
         raise ConfigError(
             f"data folder {str(dataset.path)!r} does not exist. Download the Kaggle 'Brain "
@@ -163,4 +188,16 @@ def check_data_dir(dataset: DatasetResource) -> None:
             "a synthetic sample with `bcc-pipeline sample-data DIR`; then set data_dir (or "
             "BCC_DATA_DIR).",
             setting="data_dir",
+        )
+
+
+def check_artifacts_outside_data(data_dir: Path, artifacts_root: Path) -> None:
+    """An artifacts root in the data folder would have each scan read the pipeline's own
+    outputs (reports, plots, caches) as images, and every run change the data it watches."""
+    data, root = data_dir.resolve(), artifacts_root.resolve()
+    if root == data or data in root.parents:
+        raise ConfigError(
+            f"the artifacts root {str(root)!r} is inside the data folder {str(data)!r}: every "
+            "scan would read the pipeline's outputs as images; choose a root outside it",
+            setting="root",
         )

@@ -1,5 +1,6 @@
 """The launch check: config mistakes stop a run before any asset, in one message per field."""
 
+import os
 import urllib.error
 
 import dagster as dg
@@ -101,6 +102,28 @@ def _with(config: dg.RunConfig, op: str, **changes) -> dg.RunConfig:
             {"train_fraction": 0.8},
             "ops.stratified_split.config: split fractions must sum to 1",
         ),
+        (
+            "stratified_split",
+            {"train_fraction": float("nan")},
+            "ops.stratified_split.config: every fraction must be above 0 and below 1",
+        ),
+        (
+            "stratified_split",
+            {"near_duplicate_distance": 300},
+            "ops.stratified_split.config.near_duplicate_distance: Input should be less than or "
+            "equal to 255",
+        ),
+        (
+            "vit_checkpoint",
+            {"learning_rate": float("inf")},
+            "ops.vit_checkpoint.config.learning_rate: Input should be a finite number",
+        ),
+        (
+            "preprocessed_tensors",
+            {"image_size": 2048},
+            "ops.preprocessed_tensors.config.image_size: Input should be less than or equal to "
+            "1024",
+        ),
     ],
 )
 def test_a_config_mistake_stops_the_run_before_any_asset(
@@ -157,12 +180,15 @@ def test_every_problem_is_listed_at_once(sample_root, tmp_path):
     assert message.count("\n- ") == 3
 
 
-def _problems(tmp_path, run_config, selected=None, **accelerator):
+def _problems(tmp_path, run_config, selected=None, data_dir=None, root=None, **accelerator):
+    """The launch problems, with a data folder and an artifacts root side by side under
+    tmp_path unless given."""
+    (tmp_path / "data").mkdir(exist_ok=True)
     return launch_problems(
         run_config,
         selected,
-        DatasetResource(data_dir=str(tmp_path)),
-        ArtifactsResource(root=str(tmp_path / "artifacts")),
+        DatasetResource(data_dir=str(data_dir or tmp_path / "data")),
+        ArtifactsResource(root=str(root or tmp_path / "artifacts")),
         AcceleratorResource(**{"accelerator": "cpu", **accelerator}),
         QualityGatesResource(),
     )
@@ -216,6 +242,56 @@ def test_a_strategy_lightning_cannot_use_here_is_a_launch_problem(tmp_path, stra
     assert _problems(tmp_path, config, {"test_metrics_report"}, strategy=strategy) == []
 
 
+@pytest.mark.parametrize(
+    ("data_dir", "root", "said"),
+    [
+        (
+            "data",
+            "data",
+            "resources.artifacts.config.root: the artifacts root '{tmp}/data' is inside the data "
+            "folder '{tmp}/data'",
+        ),
+        (
+            "data",
+            "data/out",
+            "resources.artifacts.config.root: the artifacts root '{tmp}/data/out' is inside",
+        ),
+    ],
+)
+def test_an_artifacts_root_inside_the_data_folder_is_a_launch_problem(
+    tmp_path, data_dir, root, said
+):
+    """Otherwise each scan reads the last run's reports and plots as images."""
+    (tmp_path / data_dir).mkdir(parents=True, exist_ok=True)
+    problems = _problems(
+        tmp_path, {}, {"raw_image_manifest"}, data_dir=tmp_path / data_dir, root=tmp_path / root
+    )
+    assert len(problems) == 1 and problems[0].startswith(said.format(tmp=tmp_path.resolve()))
+    assert _problems(tmp_path, {}, {"stratified_split"}, root=tmp_path / root) == []
+
+
+def test_a_path_that_is_not_utf8_is_a_launch_problem_not_a_failed_report(tmp_path):
+    odd = os.fsdecode(os.fsencode(tmp_path) + b"/d\xffata")
+    os.mkdir(odd)
+    problems = _problems(tmp_path, {}, {"raw_image_manifest"}, data_dir=odd, root=odd + "-out")
+    assert problems == [
+        f"resources.artifacts.config.root: the path '{tmp_path.resolve()}/d\\xffata-out' is not "
+        "valid UTF-8 (made with another code page?); rename the folder, or link to it from a "
+        "path that is",
+        f"resources.dataset.config.data_dir: the path '{tmp_path}/d\\xffata' is not valid UTF-8 "
+        "(made with another code page?); rename the folder, or link to it from a path that is",
+    ]
+
+
+def test_a_data_dir_that_is_a_file_is_said_to_be_one(tmp_path):
+    (tmp_path / "data.zip").write_bytes(b"PK")
+    problems = _problems(tmp_path, {}, {"raw_image_manifest"}, data_dir=tmp_path / "data.zip")
+    assert problems == [
+        f"resources.dataset.config.data_dir: data folder '{tmp_path}/data.zip' is a file, not a "
+        "folder; set data_dir (or BCC_DATA_DIR) to the folder that holds the class folders"
+    ]
+
+
 def test_two_cpu_devices_written_as_a_yaml_integer_give_two_processes():
     device = AcceleratorResource(accelerator="cpu", devices=2, strategy="ddp").trainer_device()
     assert device.world_size == 2 and device.devices == 2
@@ -223,10 +299,11 @@ def test_two_cpu_devices_written_as_a_yaml_integer_give_two_processes():
 
 def test_resource_settings_out_of_range_are_launch_problems(tmp_path):
     """A percentage where a fraction belongs is the usual slip; each is named with its path."""
+    (tmp_path / "data").mkdir()
     problems = launch_problems(
         {},
         {"raw_image_manifest"},
-        DatasetResource(data_dir=str(tmp_path), max_file_bytes=0),
+        DatasetResource(data_dir=str(tmp_path / "data"), max_file_bytes=0),
         ArtifactsResource(root=str(tmp_path / "artifacts"), keep_runs=-1),
         AcceleratorResource(accelerator="cpu"),
         QualityGatesResource(accuracy_floor=80, significance_level=-0.1),

@@ -6,6 +6,7 @@ import pandas as pd
 from pydantic import Field
 
 from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
+from bcc_pipeline.data.near_duplicates import HASH_BITS
 from bcc_pipeline.data.split import SPLITS, SplitConfigError, split_fingerprint
 from bcc_pipeline.data.split_ledger import LedgerError, split_with_ledger
 from bcc_pipeline.resources import ArtifactsResource, LaunchChecksResource
@@ -33,6 +34,8 @@ class SplitConfig(dg.Config):
     test_fraction: float = Field(default=0.1, description="Share held out for the test report.")
     near_duplicate_distance: int = Field(
         default=6,
+        ge=-1,
+        le=HASH_BITS - 1,
         description=(
             "Images whose 256-bit perceptual hashes differ in at most this many bits are treated "
             "as near-duplicates and kept in one split; -1 groups byte-identical files only. "

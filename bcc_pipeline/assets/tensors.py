@@ -22,14 +22,21 @@ CODE_VERSION = "1"
 and stored tensors of the old decoder are no longer reused."""
 
 
+MAX_IMAGE_SIZE = 1024
+"""Above this a run would not finish in useful time: a ViT's attention grows with the fourth
+power of the side (vit_tiny at 2048 px made no progress in 5 minutes on a CPU), and the tensors
+with its square (3 MiB an image at 1024 px)."""
+
+
 class TensorsConfig(dg.Config):
     image_size: int = Field(
         default=224,
         ge=1,
+        le=MAX_IMAGE_SIZE,
         description=(
             "Side of the square images the model sees. The backbone decides which sizes work "
             "(checked at launch): pretrained ViTs need their own (224 for vit_b_16), vit_tiny "
-            "any multiple of 16 from 32, other models at least 32."
+            f"any multiple of 16 from 32, other models at least 32. At most {MAX_IMAGE_SIZE}."
         ),
     )
 

@@ -46,14 +46,15 @@ class SplitResult:
 
 
 def check_fractions(fractions: dict[str, float]) -> None:
+    """Each fraction strictly between 0 and 1 (which NaN and infinity are not), summing to 1."""
+    if not all(0 < value < 1 for value in fractions.values()):
+        raise SplitConfigError(
+            f"every fraction must be above 0 and below 1; got {fractions}: training needs val "
+            "for early stopping, and the report needs test"
+        )
     total = sum(fractions.values())
     if abs(total - 1.0) > 1e-6:
         raise SplitConfigError(f"split fractions must sum to 1; got {fractions} (sum {total:g})")
-    if min(fractions.values()) <= 0:
-        raise SplitConfigError(
-            "every fraction must be above 0: training needs val for early stopping, "
-            "and the report needs test"
-        )
 
 
 def _duplicate_edges(table: pd.DataFrame, near_duplicate_distance: int | None) -> np.ndarray:

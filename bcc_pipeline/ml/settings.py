@@ -39,7 +39,9 @@ class TrainingSettings(BaseModel):
         default=3, ge=0, description="Stop after this many epochs without a lower val_loss."
     )
     batch_size: int = Field(default=16, ge=1, description="Training batch size per device.")
-    learning_rate: float = Field(default=1e-4, gt=0, description="Adam learning rate.")
+    learning_rate: float = Field(
+        default=1e-4, gt=0, allow_inf_nan=False, description="Adam learning rate."
+    )
     seed: int = Field(
         default=42,
         ge=0,
