@@ -36,6 +36,8 @@ CODE_VERSION = "1"
 """Bump when the promotion rule changes: the UI then marks production_model stale."""
 HISTORY_FILE = "history.csv"
 """Every decision, promoted or not, one row each, oldest first."""
+HISTORY_PLOTTED = ("promoted", "champion_accuracy", "challenger_accuracy")
+"""The history's columns that its plot reads."""
 
 
 def _read_pointer(pointer: Path) -> dict | None:
@@ -50,11 +52,31 @@ def _read_pointer(pointer: Path) -> dict | None:
         ) from None
 
 
-def _append_history(path: Path, row: dict) -> pd.DataFrame:
-    """Add one decision to the history file (rewritten whole, atomically) and return it all."""
-    line = pd.DataFrame([row]).to_csv(index=False, header=not path.exists())
-    write_text(path, (path.read_text() if path.exists() else "") + line)
-    return pd.read_csv(path)
+def _read_history(path: Path) -> pd.DataFrame:
+    """The decisions so far. Read before deciding: a damaged file stops the run before a model
+    is promoted, rather than after, when the decision could no longer be recorded."""
+    if not path.exists():
+        return pd.DataFrame()
+    try:
+        history = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as err:  # pandas' parser errors are ValueErrors
+        problem = f"cannot be read as CSV ({type(err).__name__}: {err})"
+    else:
+        missing = [column for column in HISTORY_PLOTTED if column not in history.columns]
+        if not missing:
+            return history
+        problem = f"has no column {', '.join(missing)}"
+    raise dg.Failure(
+        f"{path} is damaged: it {problem}. Nothing was promoted. Restore it, or move it aside "
+        "to start a new history."
+    )
+
+
+def _append_history(path: Path, history: pd.DataFrame, row: dict) -> pd.DataFrame:
+    """`history` with one more decision, written whole and atomically."""
+    history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
+    write_text(path, history.to_csv(index=False))
+    return history
 
 
 @dg.asset(
@@ -109,6 +131,7 @@ def production_model(
     mlflow_links: dict = {}
     with FileLock(folder / ".lock"):
         current = _read_pointer(pointer)
+        history = _read_history(folder / HISTORY_FILE)
         gate = Gate(
             floor=quality.accuracy_floor,
             margin=quality.non_inferiority_margin,
@@ -138,6 +161,7 @@ def production_model(
         comparison = decision.comparison
         history = _append_history(
             folder / HISTORY_FILE,
+            history,
             {
                 "decided_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "run_id": context.run.run_id,

@@ -262,6 +262,31 @@ def test_damaged_pointer_fails_with_what_to_do(tmp_path, tensors):
     assert "is damaged" in message and "move it aside" in message
 
 
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("garbage\n\x00,,\n", "has no column promoted, champion_accuracy, challenger_accuracy"),
+        ('promoted,champion_accuracy,challenger_accuracy\n"unclosed', "cannot be read as CSV"),
+    ],
+)
+def test_a_damaged_history_stops_the_run_before_anything_is_promoted(
+    tmp_path, tensors, damage, said
+):
+    first = _champion(tmp_path, tensors, GLIOMA)
+    folder = tmp_path / "artifacts" / "production_model"
+    (folder / HISTORY_FILE).write_text(damage)
+    checkpoint = _model(tmp_path / "better", MENIN)
+    result = dg.materialize(
+        [*_stubs(checkpoint, _report(checkpoint, tensors, 0.9), tensors), production_model],
+        resources=_resources(tmp_path / "artifacts"),
+        raise_on_error=False,
+    )
+    message = result.failure_data_for_node("production_model").error.message
+    assert said in message and "Nothing was promoted" in message and "move it aside" in message
+    assert json.loads((folder / POINTER_FILE).read_text()) == first["pointer"]
+    assert (folder / HISTORY_FILE).read_text() == damage
+
+
 def test_champion_without_stored_digests_is_judged_by_its_runs_split(tmp_path, tensors):
     run_id = "legacy-run"
     _champion(tmp_path, tensors, GLIOMA, seen=None)
