@@ -14,7 +14,7 @@ from bcc_pipeline.resources import (
     QualityGatesResource,
     TrackingResource,
 )
-from bcc_pipeline.schedules import retraining_schedule
+from bcc_pipeline.schedules import build_retraining_schedule
 from bcc_pipeline.sensors import new_data_sensor
 
 # Configured at launch, so the launch check sees exactly the settings the assets will get.
@@ -27,7 +27,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules([manifest, split, tensors, training, report, promotion]),
     asset_checks=dg.load_asset_checks_from_modules([checks]),
     jobs=[training_job],
-    schedules=[retraining_schedule],
+    schedules=[build_retraining_schedule()],
     sensors=[new_data_sensor],
     loggers={"console": concise_console_logger},
     resources={

@@ -2,10 +2,12 @@
 it on."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 
 from bcc_pipeline.data.manifest import folder_fingerprint
+from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.jobs import training_job
 from bcc_pipeline.resources import DatasetResource
 from bcc_pipeline.schedules import retraining_run_config
@@ -25,9 +27,15 @@ from bcc_pipeline.schedules import retraining_run_config
 def new_data_sensor(
     context: dg.SensorEvaluationContext, dataset: DatasetResource
 ) -> dg.SensorResult | dg.SkipReason:
-    if not dataset.path.is_dir():
-        return dg.SkipReason(f"data folder {dataset.path} does not exist")
-    fingerprint = folder_fingerprint(dataset.path)
+    try:
+        run_config = retraining_run_config()
+        job = context.repository_def.get_job(training_job.name)
+        folder = watched_folder(job, dataset, run_config)
+    except ConfigError as err:
+        return dg.SkipReason(str(err))
+    if not folder.is_dir():
+        return dg.SkipReason(f"data folder {folder} does not exist")
+    fingerprint = folder_fingerprint(folder)
     if context.cursor is None:
         return dg.SensorResult(
             skip_reason=f"recorded the first fingerprint {fingerprint}; watching for changes",
@@ -36,21 +44,32 @@ def new_data_sensor(
     trained, seen = _read_cursor(context.cursor)
     if fingerprint == trained:
         return dg.SensorResult(
-            skip_reason=f"no change in {dataset.path} (fingerprint {fingerprint})",
+            skip_reason=f"no change in {folder} (fingerprint {fingerprint})",
             cursor=_cursor(trained=trained, seen=fingerprint),
         )
     if fingerprint != seen:
         return dg.SensorResult(
             skip_reason=(
-                f"{dataset.path} changed (fingerprint {fingerprint}); waiting one more tick "
+                f"{folder} changed (fingerprint {fingerprint}); waiting one more tick "
                 "for it to stop changing (a copy may be under way)"
             ),
             cursor=_cursor(trained=trained, seen=fingerprint),
         )
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=fingerprint, run_config=retraining_run_config())],
+        run_requests=[dg.RunRequest(run_key=fingerprint, run_config=run_config)],
         cursor=_cursor(trained=fingerprint, seen=fingerprint),
     )
+
+
+def watched_folder(job: dg.JobDefinition, dataset: DatasetResource, run_config: dict) -> Path:
+    """The folder the requested runs of `job` will scan: the data_dir of their run config (env
+    vars resolved as the run will) where it names one, else the sensor's dataset resource's."""
+    try:
+        resolved = dg.validate_run_config(job, run_config)
+    except dg.DagsterInvalidConfigError as err:
+        raise ConfigError(f"the run config of BCC_RUN_CONFIG is not valid: {err}") from None
+    data_dir = resolved["resources"]["dataset"]["config"].get("data_dir")
+    return DatasetResource(data_dir=data_dir).path if data_dir else dataset.path
 
 
 def _cursor(trained: str, seen: str) -> str:

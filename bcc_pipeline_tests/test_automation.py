@@ -10,13 +10,14 @@ import yaml
 from bcc_pipeline.data.manifest import folder_fingerprint
 from bcc_pipeline.definitions import defs
 from bcc_pipeline.resources import DatasetResource
-from bcc_pipeline.schedules import retraining_schedule
+from bcc_pipeline.schedules import build_retraining_schedule
 from bcc_pipeline.sensors import new_data_sensor
 
 
 def test_schedule_is_weekly_off_by_default_and_uses_the_configured_run_config(
     tmp_path, monkeypatch
 ):
+    retraining_schedule = build_retraining_schedule()
     assert retraining_schedule.cron_schedule == "0 3 * * 1"
     assert retraining_schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     assert retraining_schedule.job_name == "training_job"
@@ -68,7 +69,10 @@ def test_sensor_reads_a_cursor_written_before_it_waited_for_data_to_settle(sampl
 
     def tick(cursor: str) -> dg.SensorResult:
         context = dg.build_sensor_context(
-            instance=dg.DagsterInstance.ephemeral(), cursor=cursor, resources={"dataset": dataset}
+            instance=dg.DagsterInstance.ephemeral(),
+            cursor=cursor,
+            resources={"dataset": dataset},
+            definitions=defs,
         )
         return new_data_sensor(context)
 
@@ -80,6 +84,7 @@ def test_sensor_skips_a_missing_folder(tmp_path):
     context = dg.build_sensor_context(
         instance=dg.DagsterInstance.ephemeral(),
         resources={"dataset": DatasetResource(data_dir=str(tmp_path / "absent"))},
+        definitions=defs,
     )
     assert "does not exist" in new_data_sensor(context).skip_message
 
@@ -89,7 +94,7 @@ def test_sensor_survives_a_file_name_that_is_not_utf8_and_sees_it_change(sample_
     shutil.copytree(sample_root, data)
     dataset = DatasetResource(data_dir=str(data))
     context = dg.build_sensor_context(
-        instance=dg.DagsterInstance.ephemeral(), resources={"dataset": dataset}
+        instance=dg.DagsterInstance.ephemeral(), resources={"dataset": dataset}, definitions=defs
     )
     baseline = new_data_sensor(context).cursor
     odd_name = os.path.join(os.fsencode(next(data.rglob("*.jpg")).parent), b"scan\xff.jpg")
@@ -101,8 +106,83 @@ def test_sensor_survives_a_file_name_that_is_not_utf8_and_sees_it_change(sample_
     cursor = baseline
     for _ in range(2):  # the change is seen, then found settled
         context = dg.build_sensor_context(
-            instance=dg.DagsterInstance.ephemeral(), resources={"dataset": dataset}, cursor=cursor
+            instance=dg.DagsterInstance.ephemeral(),
+            resources={"dataset": dataset},
+            cursor=cursor,
+            definitions=defs,
         )
         result = new_data_sensor(context)
         cursor = result.cursor
     assert len(result.run_requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("BCC_RETRAIN_CRON", "0 3 * *"), ("BCC_RETRAIN_TIMEZONE", "Europe/Pariss")],
+)
+def test_a_mistyped_schedule_variable_skips_every_tick_instead_of_breaking_the_code_location(
+    monkeypatch, variable, value
+):
+    monkeypatch.setenv(variable, value)
+    schedule = build_retraining_schedule()
+    assert schedule.cron_schedule == "0 3 * * 1" and schedule.execution_timezone == "UTC"
+    context = dg.build_schedule_context(instance=dg.DagsterInstance.ephemeral())
+    skipped = schedule.evaluate_tick(context)
+    assert not skipped.run_requests
+    assert f"{variable}={value!r}" in skipped.skip_message
+    assert "NOT RUNNING" in schedule.description
+
+
+def _sensor_tick(dataset: DatasetResource, cursor: str | None = None):
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources={"dataset": dataset},
+        cursor=cursor,
+        definitions=defs,
+    )
+    return new_data_sensor(context)
+
+
+def test_sensor_watches_the_data_dir_of_the_run_config_it_requests_runs_with(
+    sample_root, tmp_path, monkeypatch
+):
+    data = tmp_path / "data"
+    shutil.copytree(sample_root, data)
+    monkeypatch.setenv("WATCHED", str(data))
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(
+        yaml.safe_dump({"resources": {"dataset": {"config": {"data_dir": {"env": "WATCHED"}}}}})
+    )
+    monkeypatch.setenv("BCC_RUN_CONFIG", str(config_file))
+    elsewhere = DatasetResource(data_dir=str(tmp_path / "absent"))
+    first = _sensor_tick(elsewhere)
+    assert (
+        f"recorded the first fingerprint {folder_fingerprint(data)}"
+        in first.skip_reason.skip_message
+    )
+    shutil.copy(next(data.rglob("*.jpg")), data / "new_scan.jpg")
+    assert str(data) in _sensor_tick(elsewhere, first.cursor).skip_reason.skip_message
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (None, "cannot be read"),
+        ("ops: [", "is not valid YAML"),
+        ("- 1\n", "holds a list, not a run config"),
+        ("resources: {dataset: {config: {data_dirr: x}}}", "is not valid"),
+    ],
+)
+def test_a_bad_run_config_file_is_a_skip_that_says_why_for_sensor_and_schedule(
+    tmp_path, monkeypatch, content, said
+):
+    config_file = tmp_path / "run.yaml"
+    if content is not None:
+        config_file.write_text(content)
+    monkeypatch.setenv("BCC_RUN_CONFIG", str(config_file))
+    message = _sensor_tick(DatasetResource(data_dir=str(tmp_path))).skip_message
+    assert "BCC_RUN_CONFIG" in message
+    assert said in message
+    if "data_dirr" not in (content or ""):  # the schedule leaves config checks to the run
+        context = dg.build_schedule_context(instance=dg.DagsterInstance.ephemeral())
+        assert said in build_retraining_schedule().evaluate_tick(context).skip_message
