@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -49,21 +49,68 @@ class DataFolderError(ValueError):
 def list_files(data_dir: Path) -> tuple[list[Path], dict[Path, str], dict[Path, str]]:
     """Every regular file beneath data_dir, sorted; the folders that could not be listed, with
     the reason (no permission, a shared drive gone); and the entries that are no regular file,
-    with what they are (a link whose target is gone, a pipe). Symlinked folders are not
-    followed."""
+    with what they are (a link whose target is gone, a pipe).
+
+    Links to folders are followed (class folders linked to shared storage) and their files keep
+    the path seen beneath data_dir, which names their class. They are followed after the real
+    folders, so that a folder reached twice (two links to it, a loop) is read once, where it
+    really is, and its other paths are entries that say where; a folder that holds data_dir
+    (a link to it or above it) is a loop too, and not followed."""
     found, unlistable, not_files = [], {}, {}
+    read_at = {_folder_id(folder): folder for folder in data_dir.resolve().parents}
+    tops = deque([data_dir])
 
     def note(err: OSError) -> None:
         unlistable[Path(err.filename)] = err.strerror or str(err)
 
-    for folder, _, names in os.walk(data_dir, onerror=note):
-        for name in names:
-            path = Path(folder) / name
-            if path.is_file():
-                found.append(path)
-            else:
-                not_files[path] = _what_is_not_a_file(path)
+    def first_visit(folder: Path) -> bool:
+        identity = _folder_id(folder)
+        if identity is None:  # gone since the listing: os.walk says why it cannot list it
+            return True
+        if identity in read_at:
+            not_files[folder] = _read_elsewhere(folder, read_at[identity], data_dir)
+            return False
+        read_at[identity] = folder
+        return True
+
+    while tops:
+        top = tops.popleft()
+        if not first_visit(top):
+            continue
+        for folder, folders, names in os.walk(top, onerror=note):
+            subfolders = [Path(folder) / name for name in sorted(folders)]
+            tops.extend(path for path in subfolders if path.is_symlink())
+            folders[:] = [
+                path.name for path in subfolders if not path.is_symlink() and first_visit(path)
+            ]
+            for name in names:
+                path = Path(folder) / name
+                if path.is_file():
+                    found.append(path)
+                else:
+                    not_files[path] = _what_is_not_a_file(path)
     return sorted(found), unlistable, not_files
+
+
+def _folder_id(folder: Path) -> tuple[int, int] | None:
+    """What names a folder whatever the path to it: its device and inode."""
+    try:
+        stat = folder.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _read_elsewhere(folder: Path, first: Path, data_dir: Path) -> str:
+    """Why a folder reached a second time is not read: a loop, or where its files are listed."""
+    if folder.is_symlink():
+        what = f"a symbolic link to {printable(os.readlink(folder))}, a folder that"
+    else:
+        what = "a folder reached a second time (through a link, or mounted twice) that"
+    if first in folder.parents or not first.is_relative_to(data_dir):
+        return f"{what} holds this path: a loop; not followed"
+    where = printable(first.relative_to(data_dir).as_posix())
+    return f"{what} is read already as {where}/; not read again"
 
 
 def _what_is_not_a_file(path: Path) -> str:

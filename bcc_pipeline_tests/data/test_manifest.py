@@ -280,3 +280,89 @@ def test_entries_that_are_no_regular_file_are_rows_not_silent_gaps(sample_root, 
         row = manifest.loc[f"brain_glioma/{name}"]
         assert row["status"] == "unreadable" and row["error"].startswith(error), name
     assert (manifest["status"] == "ok").sum() == len(list(folder.glob("*"))) - len(said)
+
+
+def _classes_linked_to(sample_root: Path, root: Path, linked: dict[str, str]) -> Path:
+    """A data folder of real class folders, save those in `linked` (name -> class): links to a
+    shared copy of that class outside the data folder, as clusters keep them."""
+    classes = sample_root / KAGGLE_SUBDIR
+    for name in CLASS_FOLDERS:
+        if name not in linked.values():
+            shutil.copytree(classes / name, root / "data" / name)
+    for name, class_name in linked.items():
+        shared = root / "shared" / class_name
+        if not shared.exists():
+            shutil.copytree(classes / class_name, shared)
+        (root / "data" / name).symlink_to(shared, target_is_directory=True)
+    return root / "data"
+
+
+def test_a_linked_class_folder_is_read_and_labelled_like_a_real_one(sample_root, tmp_path):
+    data = _classes_linked_to(sample_root, tmp_path, {"brain_tumor": "brain_tumor"})
+    manifest = scan_folder(data)
+    assert (manifest["status"] == "ok").all() and len(manifest) == 90
+    tumor = manifest[manifest["label"] == "brain_tumor"]
+    assert len(tumor) == 30 and tumor["path"].str.startswith("brain_tumor/").all()
+    named = scan_folder(data, class_folders=["brain_tumor", "brain_glioma"])
+    assert set(named.loc[named["status"] == "ok", "label"]) == {"brain_tumor", "brain_glioma"}
+    before = folder_fingerprint(data)
+    (tmp_path / "shared" / "brain_tumor" / "new.jpg").write_bytes(FUZZ_SEEDS["png"])
+    assert folder_fingerprint(data) != before, "the sensor sees new files in a linked folder"
+
+
+def test_a_link_to_a_folder_that_holds_it_is_a_loop_row_not_a_walk_without_end(
+    sample_root, tmp_path
+):
+    data = tmp_path / "data"
+    shutil.copytree(sample_root / KAGGLE_SUBDIR, data)
+    loops = {
+        "brain_glioma/up": "..",
+        "brain_menin/data_dir": str(data),
+        "brain_tumor/above_data_dir": str(tmp_path),  # would read all beside data_dir
+    }
+    for path, target in loops.items():
+        (data / path).symlink_to(target, target_is_directory=True)
+    manifest = scan_folder(data).set_index("path")
+    assert (manifest["status"] == "ok").sum() == 90 and len(manifest) == 93
+    for path, target in loops.items():
+        assert manifest.loc[path, "status"] == "unreadable", path
+        assert manifest.loc[path, "error"] == (
+            f"a symbolic link to {target}, a folder that holds this path: a loop; not followed"
+        )
+
+
+def test_a_folder_reached_by_two_paths_is_read_once_where_it_really_is(sample_root, tmp_path):
+    data = _classes_linked_to(
+        sample_root, tmp_path, {"brain_menin": "brain_menin", "menin_copy": "brain_menin"}
+    )
+    (data / "a_glioma").symlink_to("brain_glioma")  # sorts first; the real folder is read
+    manifest = scan_folder(data).set_index("path")
+    assert (manifest["status"] == "ok").sum() == 90 and len(manifest) == 92
+    assert manifest.loc[manifest["status"] == "ok", "label"].value_counts().to_dict() == {
+        name: 30 for name in CLASS_FOLDERS
+    }
+    shared = tmp_path / "shared" / "brain_menin"
+    said = {
+        "menin_copy": f"a symbolic link to {shared}, a folder that is read already as "
+        "brain_menin/; not read again",
+        "a_glioma": "a symbolic link to brain_glioma, a folder that is read already as "
+        "brain_glioma/; not read again",
+    }
+    for path, error in said.items():
+        assert (manifest.loc[path, "status"], manifest.loc[path, "error"]) == ("unreadable", error)
+
+
+def test_a_linked_folder_that_cannot_be_listed_is_a_row(sample_root, tmp_path, monkeypatch):
+    data = _classes_linked_to(sample_root, tmp_path, {"brain_tumor": "brain_tumor"})
+    scandir = os.scandir
+
+    def refuse_the_link(path="."):
+        if Path(os.fsdecode(path)) == data / "brain_tumor":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_the_link)
+    manifest = scan_folder(data).set_index("path")
+    row = manifest.loc["brain_tumor/"]
+    assert row["status"] == "unreadable" and len(manifest) == 61
+    assert row["error"].startswith("cannot list this folder (Permission denied)")
