@@ -5,6 +5,7 @@ import dagster as dg
 from bcc_pipeline import checks
 from bcc_pipeline.assets import manifest, promotion, report, split, tensors, training
 from bcc_pipeline.console_log import concise_console_logger
+from bcc_pipeline.io_manager import RunScopedIOManager
 from bcc_pipeline.jobs import training_job
 from bcc_pipeline.resources import (
     AcceleratorResource,
@@ -31,6 +32,7 @@ defs = dg.Definitions(
     sensors=[new_data_sensor],
     loggers={"console": concise_console_logger},
     resources={
+        "io_manager": RunScopedIOManager(),
         "dataset": dataset,
         "artifacts": artifacts,
         "accelerator": accelerator,

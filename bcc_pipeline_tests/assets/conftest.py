@@ -8,6 +8,7 @@ import pytest
 
 from bcc_pipeline.console_log import innermost_message
 from bcc_pipeline.definitions import defs
+from bcc_pipeline.io_manager import RunScopedIOManager
 from bcc_pipeline.resources import (
     AcceleratorResource,
     ArtifactsResource,
@@ -47,6 +48,7 @@ def resources(
     device = AcceleratorResource(accelerator=accelerator)
     quality = QualityGatesResource(accuracy_floor=accuracy_floor)
     return {
+        "io_manager": RunScopedIOManager(),
         "dataset": dataset,
         "artifacts": artifacts,
         "accelerator": device,
