@@ -216,14 +216,19 @@ def _local_state_dict(path: str, mmap: bool = False) -> dict[str, torch.Tensor]:
     (a model given mapped tensors would read the file for as long as it lives, and see it
     change or vanish under it)."""
     file = Path(path).expanduser()
-    if not file.is_file():
+    if not file.exists():
         raise BackboneConfigError(f"weights file {str(file)!r} does not exist", setting="weights")
+    if not file.is_file():
+        what = "a folder" if file.is_dir() else "not a regular file (a pipe or device)"
+        raise BackboneConfigError(
+            f"weights {str(file)!r} is {what}; give the state-dict file itself", setting="weights"
+        )
     try:
         return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises many types for a file that is not a state dict
         raise BackboneConfigError(
-            f"weights file {str(file)!r} is not a plain state dict "
-            f"({type(err).__name__}: {str(err).splitlines()[0]})",
+            f"weights file {str(file)!r} is not a torch state dict: empty, damaged or of "
+            f"another kind ({type(err).__name__}: {str(err).splitlines()[0]})",
             setting="weights",
         ) from err
 
@@ -232,6 +237,14 @@ def _load_state_dict(model: nn.Module, state_dict: object, source: str) -> None:
     if not isinstance(state_dict, dict):
         raise BackboneConfigError(
             f"weights {source!r} hold a {type(state_dict).__name__}, not a state dict",
+            setting="weights",
+        )
+    if isinstance(state_dict.get("state_dict"), dict):
+        raise BackboneConfigError(
+            f"weights {source!r} are a training checkpoint (a bcc_pipeline model.pt or a "
+            "Lightning .ckpt: the tensors under 'state_dict', with other entries), not the "
+            f"plain state dict of a {type(model).__name__}: use torchvision's weights file, "
+            "DEFAULT, or none",
             setting="weights",
         )
     try:

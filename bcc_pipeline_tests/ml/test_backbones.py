@@ -1,3 +1,5 @@
+import os
+import re
 import urllib.error
 from pathlib import Path
 
@@ -202,5 +204,27 @@ def test_the_check_loads_a_local_file_to_prove_it_fits(tmp_path):
     assert error.value.setting == "weights"
     not_a_state_dict = tmp_path / "notes.pth"
     not_a_state_dict.write_text("hello")
-    with pytest.raises(BackboneConfigError, match="not a plain state dict"):
+    with pytest.raises(BackboneConfigError, match="is not a torch state dict: empty, damaged"):
         check_backbone("resnet18", str(not_a_state_dict), 224, 0)
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda path: path.mkdir(), "is a folder; give the state-dict file itself"),
+        (lambda path: os.mkfifo(path), "is not a regular file (a pipe or device)"),
+        (
+            lambda path: torch.save(
+                {"format": 1, "state_dict": torchvision.models.resnet18().state_dict()}, path
+            ),
+            "are a training checkpoint (a bcc_pipeline model.pt or a Lightning .ckpt",
+        ),
+    ],
+)
+def test_weights_that_are_no_state_dict_file_say_what_they_are(tmp_path, make, said):
+    """A pipe is never opened: reading it would wait for a writer for ever."""
+    path = tmp_path / "weights.pth"
+    make(path)
+    with pytest.raises(BackboneConfigError, match=re.escape(said)) as error:
+        check_backbone("resnet18", str(path), 224, 0)
+    assert error.value.setting == "weights"
