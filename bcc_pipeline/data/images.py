@@ -143,6 +143,13 @@ def decode_image(data: bytes, draft_size: int | None = None) -> DecodedImage:
                 TOO_LARGE,
                 f"{image.width}x{image.height} pixels, above the limit of {MAX_PIXELS:,}",
             )
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:  # which slice is meant is not ours to guess
+            raise ImageRejected(
+                UNREADABLE,
+                f"holds {frames} frames (a stack of slices, or an animation); save each slice "
+                "as an image file of its own",
+            )
         width, height, mode = image.width, image.height, image.mode
         if draft_size is not None and image.format == "JPEG":
             image.draft(image.mode, (draft_size, draft_size))

@@ -72,6 +72,16 @@ def test_a_float_image_without_a_finite_pixel_is_rejected_as_unreadable():
     assert "finite" in str(caught.value)
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "GIF", "PNG", "WEBP"])
+def test_a_file_of_several_frames_is_rejected_rather_than_read_as_its_first(fmt):
+    frames = [_noise(), _noise((40, 48)).rotate(90), _noise().transpose(0)]
+    data = _encode(frames[0], fmt, save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageRejected, match="holds 3 frames") as caught:
+        decode_image(data)
+    assert caught.value.status == UNREADABLE
+    assert decode_image(_encode(frames[0], fmt, save_all=True)).width == 40
+
+
 def test_transparency_is_composited_on_black():
     rgba = np.zeros((4, 4, 4), dtype=np.uint8)
     rgba[..., 1] = 255
