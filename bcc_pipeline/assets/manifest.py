@@ -22,7 +22,7 @@ LIVE_RUN_STATUSES = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 """Bump when the scan logic changes: the UI then marks this asset and what follows stale."""
 
 

@@ -17,7 +17,7 @@ from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_ten
 from bcc_pipeline.resources import ArtifactsResource, DatasetResource, LaunchChecksResource
 from bcc_pipeline.storage import filled_once, link_files
 
-CODE_VERSION = "1"
+CODE_VERSION = "2"
 """Bump when the decoding logic changes: the UI then marks this asset and what follows stale,
 and stored tensors of the old decoder are no longer reused."""
 
