@@ -1,13 +1,12 @@
 """Weekly retraining, off until a user turns it on (UI or `dagster schedule start`)."""
 
 import os
-from pathlib import Path
 
 import dagster as dg
-import yaml
 
 from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.jobs import training_job
+from bcc_pipeline.run_config import read_run_config
 
 DEFAULT_CRON, DEFAULT_TIMEZONE = "0 3 * * 1", "UTC"
 
@@ -17,22 +16,7 @@ def retraining_run_config() -> dict:
     (e.g. configs/seed_recipe.yaml); without it the asset defaults and env vars apply. A file
     that cannot be read, or is no mapping, is a ConfigError that says so."""
     path = os.environ.get("BCC_RUN_CONFIG")
-    if not path:
-        return {}
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise ConfigError(f"BCC_RUN_CONFIG {path!r} cannot be read: {err.strerror}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"BCC_RUN_CONFIG {path!r} is not valid YAML: {err}") from None
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise ConfigError(
-            f"BCC_RUN_CONFIG {path!r} holds a {type(config).__name__}, not a run config "
-            "(a mapping with ops:, resources: ...)"
-        )
-    return config
+    return read_run_config(path, f"BCC_RUN_CONFIG {path!r}") if path else {}
 
 
 def _retraining_schedule(cron: str, timezone: str, problem: str = "") -> dg.ScheduleDefinition:

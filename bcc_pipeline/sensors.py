@@ -10,6 +10,7 @@ from bcc_pipeline.data.manifest import folder_fingerprint
 from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.jobs import training_job
 from bcc_pipeline.resources import DatasetResource
+from bcc_pipeline.run_config import configured_data_dir
 from bcc_pipeline.schedules import retraining_run_config
 
 
@@ -64,11 +65,7 @@ def new_data_sensor(
 def watched_folder(job: dg.JobDefinition, dataset: DatasetResource, run_config: dict) -> Path:
     """The folder the requested runs of `job` will scan: the data_dir of their run config (env
     vars resolved as the run will) where it names one, else the sensor's dataset resource's."""
-    try:
-        resolved = dg.validate_run_config(job, run_config)
-    except dg.DagsterInvalidConfigError as err:
-        raise ConfigError(f"the run config of BCC_RUN_CONFIG is not valid: {err}") from None
-    data_dir = resolved["resources"]["dataset"]["config"].get("data_dir")
+    data_dir = configured_data_dir(job, run_config, "the run config of BCC_RUN_CONFIG")
     return DatasetResource(data_dir=data_dir).path if data_dir else dataset.path
 
 

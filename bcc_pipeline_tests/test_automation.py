@@ -170,7 +170,7 @@ def test_sensor_watches_the_data_dir_of_the_run_config_it_requests_runs_with(
         (None, "cannot be read"),
         ("ops: [", "is not valid YAML"),
         ("- 1\n", "holds a list, not a run config"),
-        ("resources: {dataset: {config: {data_dirr: x}}}", "is not valid"),
+        ("resources: {dataset: {config: {data_dirr: x}}}", "does not fit training_job"),
     ],
 )
 def test_a_bad_run_config_file_is_a_skip_that_says_why_for_sensor_and_schedule(
