@@ -10,13 +10,16 @@ brightness is normalised identically for every class so that a model cannot shor
 from __future__ import annotations
 
 import math
+import os
+import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from bcc_pipeline.storage import atomic_path, check_writable_dir
+from bcc_pipeline.storage import TEMP_SUFFIX, UnwritableDirError, atomic_path, check_writable_dir
 
 CLASS_FOLDERS: tuple[str, ...] = ("brain_glioma", "brain_menin", "brain_tumor")
 KAGGLE_SUBDIR = Path("Brain_Cancer raw MRI data") / "Brain_Cancer"
@@ -31,6 +34,11 @@ _JPEG_QUALITY = 90
 SYNTHETIC_MARK = b"bcc_pipeline synthetic sample: drawn by a program, not a medical image"
 """The comment of every generated JPEG: the image says it is synthetic wherever it is copied,
 and the manifest records it (column `synthetic`), so that reports and model cards can say so."""
+
+
+class OccupiedFolderError(ValueError):
+    """The folder for a new sample already holds files: the generator's Kaggle names would
+    replace real scans with cartoons, or mix cartoons in with them."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,6 +189,58 @@ def render_slice(label: str, rng: np.random.Generator, size: int = 512) -> np.nd
     return np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def create_sample_dataset(
+    out_dir: Path | str, per_class: int = 40, size: int = 512, seed: int = 0
+) -> Path:
+    """generate_sample_dataset into a new or empty folder, whole or not at all: drawn in a
+    hidden sibling `.<OUT>.<random>.tmp`, renamed to OUT when complete, removed if anything
+    (Ctrl-C included) stops it first, so OUT never holds a partial sample that a later run
+    would take for a dataset. A folder holding any file is an OccupiedFolderError; return the
+    class-folder parent, as generate_sample_dataset does."""
+    target = Path(out_dir).resolve()  # "." has no name to put a sibling beside
+    if target.exists() and not target.is_dir():
+        raise UnwritableDirError(f"cannot write to {out_dir}: it is a file, not a folder")
+    occupant = _first_file(target) if target.exists() else None
+    if occupant is not None:
+        raise OccupiedFolderError(
+            f"{out_dir} already holds files ({occupant}); the synthetic sample goes only into a "
+            "new or empty folder, so that its cartoons never replace or mix with real scans"
+        )
+    check_writable_dir(target.parent)
+    staging = target.with_name(f".{target.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}")
+    staging.mkdir()
+    try:
+        generate_sample_dataset(staging, per_class, size, seed)
+        _move_into_place(staging, target, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Path(out_dir) / KAGGLE_SUBDIR
+
+
+def _move_into_place(staging: Path, target: Path, out_dir: Path | str) -> None:
+    """Rename `staging` to `target`, which may be an empty folder (or hold only empty ones)."""
+    try:
+        if target.exists():  # rmdir fails on a folder that got a file since it was looked at
+            for folder, names, _ in os.walk(target, topdown=False):
+                for name in names:
+                    os.rmdir(os.path.join(folder, name))
+        staging.rename(target)
+    except OSError as err:
+        raise UnwritableDirError(
+            f"cannot put the finished sample at {out_dir}: {err.strerror or err}"
+        ) from None
+
+
+def _first_file(folder: Path) -> Path | None:
+    """Something beneath `folder` that is not a folder (a link to one counts), or None."""
+    for parent, folders, names in os.walk(folder):
+        links = [name for name in folders if os.path.islink(os.path.join(parent, name))]
+        if names or links:
+            return Path(parent) / [*names, *links][0]
+    return None
+
+
 def generate_sample_dataset(
     out_dir: Path | str, per_class: int = 40, size: int = 512, seed: int = 0
 ) -> Path:
@@ -189,8 +249,9 @@ def generate_sample_dataset(
 
     Each image has its own RNG seeded by (seed, class, index), so output is byte-reproducible and
     a smaller per_class yields a prefix of a larger one. Every JPEG carries SYNTHETIC_MARK as
-    its comment. A folder that cannot be written is an
-    UnwritableDirError naming it and why.
+    its comment. Writes into OUT as it is: files of the same names are replaced, so a larger
+    per_class grows an earlier sample (create_sample_dataset is the one for a user's folder).
+    A folder that cannot be written is an UnwritableDirError naming it and why.
     """
     root = Path(out_dir) / KAGGLE_SUBDIR
     for label in CLASS_FOLDERS:

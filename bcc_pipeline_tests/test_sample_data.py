@@ -1,15 +1,21 @@
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from bcc_pipeline import sample_data
 from bcc_pipeline.sample_data import (
     CLASS_FOLDERS,
     KAGGLE_SUBDIR,
+    OccupiedFolderError,
+    create_sample_dataset,
     generate_sample_dataset,
     render_slice,
 )
+from bcc_pipeline.storage import UnwritableDirError
 
 SIZE = 128
 PER_CLASS = 30
@@ -115,3 +121,90 @@ def test_tumour_class_lesion_sits_in_the_lower_midline(dataset: Path) -> None:
 
     others = max(region_mean["brain_glioma"], region_mean["brain_menin"])
     assert region_mean["brain_tumor"] > others + 5.0, region_mean
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*.jpg")}
+
+
+def test_create_writes_the_same_sample_into_a_new_or_empty_folder(tmp_path: Path) -> None:
+    expected = _files(generate_sample_dataset(tmp_path / "in_place", per_class=2, size=32))
+    empty = tmp_path / "empty"
+    (empty / "left" / "behind").mkdir(parents=True)  # folders without a file count as empty
+    for out in (tmp_path / "new" / "sample", empty):
+        root = create_sample_dataset(out, per_class=2, size=32)
+        assert root == out / KAGGLE_SUBDIR
+        assert _files(root) == expected
+        assert [p.name for p in out.iterdir()] == [KAGGLE_SUBDIR.parts[0]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "in_place", "new"]
+
+
+@pytest.mark.parametrize(
+    "occupant",
+    [
+        "notes.txt",
+        f"{KAGGLE_SUBDIR.as_posix()}/brain_glioma/brain_glioma_0001.jpg",
+        "deep/down/.hidden",
+    ],
+)
+def test_create_refuses_a_folder_holding_any_file_and_leaves_it_alone(
+    tmp_path: Path, occupant: str
+) -> None:
+    out = tmp_path / "real"
+    (out / occupant).parent.mkdir(parents=True, exist_ok=True)
+    (out / occupant).write_bytes(b"a real scan")
+    with pytest.raises(OccupiedFolderError, match=re.escape(f"{out} already holds files ({out}/")):
+        create_sample_dataset(out, per_class=1, size=32)
+    assert [p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()] == [occupant]
+    assert (out / occupant).read_bytes() == b"a real scan"
+    assert [p.name for p in tmp_path.iterdir()] == ["real"]
+
+
+def test_create_refuses_a_folder_holding_a_link(tmp_path: Path) -> None:
+    """A link to a folder is content, not an empty folder: followed, it may hold scans."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "scans").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OccupiedFolderError, match="out/scans\\)"):
+        create_sample_dataset(tmp_path / "out", per_class=1, size=32)
+
+
+def test_an_interrupted_create_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after some images: neither a partial sample at OUT, which a later demo would
+    take for its dataset, nor the hidden folder it was drawn in."""
+    written = []
+
+    def interrupted_after_two(*args: object) -> Path:
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(write_slice(*args))
+        return written[-1]
+
+    write_slice = sample_data.write_slice
+    monkeypatch.setattr(sample_data, "write_slice", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        create_sample_dataset(tmp_path / "out", per_class=3, size=32)
+    assert len(written) == 2 and os.listdir(tmp_path) == []
+
+
+def test_create_keeps_a_file_written_into_the_folder_while_it_drew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program fills the empty folder meanwhile: its file stays, the sample goes."""
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def another_writer_first(class_dir: Path, *args: object) -> Path:
+        (out / "scan.jpg").write_bytes(b"a real scan")
+        return write_slice(class_dir, *args)
+
+    write_slice = sample_data.write_slice
+    monkeypatch.setattr(sample_data, "write_slice", another_writer_first)
+    with pytest.raises(
+        UnwritableDirError, match="cannot put the finished sample at .*: Directory not empty"
+    ):
+        create_sample_dataset(out, per_class=1, size=32)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in out.iterdir()] == ["scan.jpg"]
