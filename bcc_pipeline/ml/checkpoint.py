@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import platform
+import stat
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 import torchvision
 
 from bcc_pipeline.data.images import SNIFF_BYTES, describe_content
+from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.ml.backbones import Normalization
 from bcc_pipeline.ml.network import ClassifierNet, build_network
 from bcc_pipeline.storage import atomic_path
@@ -109,11 +112,47 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     missing = sorted(REQUIRED_KEYS - payload.keys())
     if missing:
         raise CheckpointError(f"{path} is an incomplete checkpoint: it lacks {missing}")
+    _check_numbers(path, payload)
     return payload
 
 
+def _check_numbers(path: Path, payload: dict[str, Any]) -> None:
+    """Refuse a temperature or normalisation that no trained model has: a temperature of 0 or
+    a std of 0 turns every probability into NaN, and a negative temperature silently reverses
+    which class wins."""
+    temperature = payload.get("temperature", 1.0)
+    if not (_finite(temperature) and temperature > 0):
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: its temperature {temperature!r} is not a positive "
+            "finite number"
+        )
+    norm = payload["normalization"]
+    mean, std = (norm.get("mean"), norm.get("std")) if isinstance(norm, dict) else (None, None)
+    for values in (mean, std):
+        three = isinstance(values, list | tuple) and len(values) == 3
+        if not (three and all(map(_finite, values))):
+            raise CheckpointError(
+                f"{path} is a damaged checkpoint: its normalization needs a mean and a std of "
+                f"three finite numbers (R, G, B), not mean {mean!r}, std {std!r}"
+            )
+    if min(std) <= 0:
+        raise CheckpointError(
+            f"{path} is a damaged checkpoint: its normalization std {list(std)} is not above 0"
+        )
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 def _head(path: Path) -> bytes:
+    """The file's first bytes. Anything but a regular file is refused unopened: reading a
+    named pipe would wait forever for a writer."""
     try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise CheckpointError(
+                f"cannot read checkpoint {path}: not a regular file (a folder, pipe or device)"
+            )
         with path.open("rb") as handle:
             return handle.read(SNIFF_BYTES)
     except OSError as err:
@@ -140,16 +179,24 @@ def load_classifier(path: Path | str) -> tuple[ClassifierNet, dict[str, Any]]:
     Built empty and given the checkpoint's tensors (a strict load: every weight and persistent
     buffer): no random initialisation of weights that are overwritten at once."""
     payload = read_checkpoint(path)
-    norm = payload["normalization"]
-    net = build_network(
-        len(payload["class_names"]),
-        payload["image_size"],
-        payload["backbone"]["name"],
-        payload["backbone"]["weights"],  # builds the same architecture; loads nothing
-        payload["backbone"]["trainable_blocks"],
-        Normalization(tuple(norm["mean"]), tuple(norm["std"])),
-        empty=True,
-    )
+    norm, backbone, size = payload["normalization"], payload["backbone"], payload["image_size"]
+    try:
+        net = build_network(
+            len(payload["class_names"]),
+            size,
+            backbone["name"],
+            backbone["weights"],  # builds the same architecture; loads nothing
+            backbone["trainable_blocks"],
+            Normalization(tuple(norm["mean"]), tuple(norm["std"])),
+            empty=True,
+        )
+    except ConfigError as err:
+        # The message's advice (after "; ") is for a run config, which cannot mend a file.
+        raise CheckpointError(
+            f"{path} names backbone {backbone['name']!r} (image_size {size}, trainable_blocks "
+            f"{backbone['trainable_blocks']}), which this version of bcc_pipeline cannot build: "
+            f"{str(err).split('; ')[0]}"
+        ) from None
     try:
         net.load_state_dict(payload["state_dict"], assign=True)
     except RuntimeError:

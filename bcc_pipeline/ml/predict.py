@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
 
 from bcc_pipeline.data.images import ImageRejected, model_input, read_image_file
+from bcc_pipeline.data.manifest import printable
 from bcc_pipeline.ml.calibration import calibrated_probabilities
-from bcc_pipeline.ml.checkpoint import load_classifier, stored_temperature
+from bcc_pipeline.ml.checkpoint import CheckpointError, load_classifier, stored_temperature
 from bcc_pipeline.ml.explain import (
     Explainer,
     explanation_caption,
@@ -29,7 +31,8 @@ def predict_files(
     temperature; 1.0 for older files) and whether the top one is below `uncertain_below`, or
     the file's status (empty, not_an_image, unreadable, too_large) and why in words. A bad file
     never stops the images after it. With `explain_dir`, each classified image also gets an
-    explanation map there (see explain.py), named in its result."""
+    explanation map there (see explain.py), named in its result. Paths in results are valid
+    UTF-8 (see printable), so that the JSON printed from them is too."""
     module, payload = load_classifier(checkpoint)
     class_names, size = payload["class_names"], payload["image_size"]
     temperature = stored_temperature(payload)
@@ -38,10 +41,11 @@ def predict_files(
     if explainer is not None:
         module = explainer.network  # one float32 copy of the network in memory, not two
     for index, path in enumerate(paths):
+        shown = printable(str(path))
         try:
             pixels = torch.from_numpy(model_input(read_image_file(path), size))[None]
         except ImageRejected as err:
-            yield {"path": str(path), "status": err.status, "error": str(err)}
+            yield {"path": shown, "status": err.status, "error": str(err)}
             continue
         if explainer is None:
             with torch.inference_mode():
@@ -49,9 +53,14 @@ def predict_files(
         else:  # the map comes with the prediction's forward pass where it can
             logits, coarse_map = explainer.predict(pixels.numpy())
         probabilities = calibrated_probabilities(logits, temperature)[0].tolist()
+        # Loading checked the temperature and normalisation: NaN here comes from the weights.
+        if not all(map(math.isfinite, probabilities)):
+            raise CheckpointError(
+                f"{checkpoint} gives no probabilities (NaN) for {shown}: its weights are damaged"
+            )
         best = max(range(len(class_names)), key=probabilities.__getitem__)
         result = {
-            "path": str(path),
+            "path": shown,
             "prediction": class_names[best],
             "probabilities": dict(zip(class_names, probabilities, strict=True)),
             "uncertain": probabilities[best] < uncertain_below,
@@ -62,5 +71,5 @@ def predict_files(
             )
             file = explain_dir / map_file_name(index, str(path))
             write_explanations(explainer, pixels.numpy(), [caption], [file], coarse_map)
-            result["explanation"] = str(file)
+            result["explanation"] = printable(str(file))
         yield result

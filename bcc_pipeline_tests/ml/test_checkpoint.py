@@ -139,8 +139,63 @@ def test_a_checkpoint_with_code_in_it_is_refused_without_advising_unsafe_loading
 def test_missing_checkpoint_and_folder_are_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="cannot read checkpoint .*No such file"):
         read_checkpoint(tmp_path / "none.pt")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint .*Is a directory"):
+    with pytest.raises(CheckpointError, match="cannot read checkpoint .*not a regular file"):
         read_checkpoint(tmp_path)
+
+
+def _tampered(tmp_path, **changes):
+    """A tiny checkpoint with top-level entries replaced, as a damaged or hand-edited file."""
+    payload = torch.load(save_tiny_checkpoint(tmp_path / "good.pt"), weights_only=True)
+    path = tmp_path / "model.pt"
+    torch.save({**payload, **changes}, path)
+    return path
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.5, float("nan"), float("inf"), "2"])
+def test_a_temperature_that_is_no_positive_number_is_refused(tmp_path, temperature):
+    path = _tampered(tmp_path, temperature=temperature)
+    with pytest.raises(CheckpointError, match="its temperature .* is not a positive finite"):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize(
+    ("normalization", "says"),
+    [
+        ({"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.0, 0.2]}, "std [0.2, 0.0, 0.2] is not above 0"),
+        ({"mean": [0.5, 0.5, 0.5], "std": [0.2, -0.1, 0.2]}, "is not above 0"),
+        ({"mean": [0.5, 0.5, 0.5], "std": [0.2, float("nan"), 0.2]}, "three finite numbers"),
+        ({"mean": [float("inf"), 0.5, 0.5], "std": [0.2, 0.2, 0.2]}, "three finite numbers"),
+        ({"mean": [0.5], "std": [0.2]}, "three finite numbers"),
+        ({"mean": [0.5, 0.5, 0.5]}, "three finite numbers"),
+        ("imagenet", "three finite numbers"),
+    ],
+)
+def test_a_normalization_that_would_give_nan_is_refused(tmp_path, normalization, says):
+    path = _tampered(tmp_path, normalization=normalization)
+    with pytest.raises(CheckpointError, match="damaged checkpoint: its normalization") as error:
+        read_checkpoint(path)
+    assert says in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "image_size", "says"),
+    [
+        ({"name": "vit_small"}, 32, "names backbone 'vit_small' (image_size 32, trainable_blocks "
+         "0), which this version of bcc_pipeline cannot build: unknown backbone 'vit_small'"),
+        ({}, 40, "(image_size 40, trainable_blocks 0), which this version of bcc_pipeline cannot "
+         "build: vit_tiny takes whole 16-pixel patches"),
+        ({"trainable_blocks": 99}, 32, "trainable_blocks 99 exceeds the 4 blocks"),
+    ],
+)  # fmt: skip
+def test_a_network_this_version_cannot_build_is_a_checkpoint_error(
+    tmp_path, backbone, image_size, says
+):
+    good = torch.load(save_tiny_checkpoint(tmp_path / "good.pt"), weights_only=True)
+    path = _tampered(tmp_path, backbone={**good["backbone"], **backbone}, image_size=image_size)
+    with pytest.raises(CheckpointError) as error:
+        load_classifier(path)
+    assert says in str(error.value)
+    assert "; use" not in str(error.value), "a run config's advice cannot mend a file"
 
 
 @pytest.mark.parametrize("relative", [False, True])

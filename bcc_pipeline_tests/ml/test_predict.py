@@ -9,9 +9,10 @@ from PIL import Image
 
 from bcc_pipeline.data.images import model_input
 from bcc_pipeline.ml.backbones import Normalization
+from bcc_pipeline.ml.checkpoint import CheckpointError
 from bcc_pipeline.ml.network import build_network
 from bcc_pipeline.ml.predict import predict_files
-from bcc_pipeline_tests.conftest import CLASSES, save_tiny_checkpoint
+from bcc_pipeline_tests.conftest import CLASSES, save_tiny_checkpoint, tiny_net
 from bcc_pipeline_tests.data.test_images import FUZZ_SEEDS, mutated
 
 UNUSUAL = Normalization(mean=(0.1, 0.5, 0.9), std=(0.5, 0.1, 0.3))
@@ -135,3 +136,13 @@ def test_explaining_changes_no_probability(unusual_net, tmp_path):
         probabilities = with_map.pop("probabilities")
         assert probabilities == pytest.approx(without.pop("probabilities"), abs=1e-6)
         assert with_map == without
+
+
+def test_weights_that_give_nan_are_a_checkpoint_error_not_a_nan_probability(tmp_path):
+    net = tiny_net()
+    with torch.no_grad():
+        net.head.weight[0, 0] = float("nan")
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt", net)
+    scan = _scan(tmp_path / "scan.png")
+    with pytest.raises(CheckpointError, match="gives no probabilities .*scan.png: its weights"):
+        list(predict_files(checkpoint, [scan], uncertain_below=0.6))
