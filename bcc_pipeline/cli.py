@@ -5,25 +5,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from bcc_pipeline import sample_data
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
 UNCERTAIN_BELOW = 0.6
 """predict's default: below this calibrated top probability a prediction is marked uncertain."""
 
 
+class DemoSetupError(ValueError):
+    """What the demo needs before it runs (its run config, DAGSTER_HOME) is wrong; the message
+    says what, in one line."""
+
+
 def _sample_data(args: argparse.Namespace) -> int:
     from bcc_pipeline.storage import UnwritableDirError
 
     try:
-        root = sample_data.generate_sample_dataset(
+        root = sample_data.create_sample_dataset(
             args.out, per_class=args.per_class, size=args.size, seed=args.seed
         )
-    except UnwritableDirError as err:
+    except (UnwritableDirError, sample_data.OccupiedFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.per_class} SYNTHETIC images per class under {root}")
@@ -48,7 +58,13 @@ def _predict(args: argparse.Namespace) -> int:
         )
         for result in results:
             failed += "error" in result
-            print(json.dumps(result), flush=True)
+            try:
+                print(json.dumps(result, allow_nan=False), flush=True)
+            except BrokenPipeError:
+                raise  # the reader has gone (`| head -1`): main stops quietly
+            except OSError as err:  # a full disk, /dev/full: the results go nowhere
+                print(f"error: cannot write the results: {err.strerror or err}", file=sys.stderr)
+                return 2
     except (CheckpointError, UnwritableDirError, ExplanationUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -56,36 +72,24 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import yaml
+    from bcc_pipeline.storage import UnwritableDirError
 
-    from bcc_pipeline.sample_data import generate_sample_dataset
-
-    if not args.config.is_file():
-        print(
-            f"error: run config {args.config} not found; run from a checkout of bcc_pipeline "
-            "(configs/demo.yaml) or pass --config",
-            file=sys.stderr,
-        )
+    try:
+        config, job, data_dir = _demo_run(args.config)
+        instance = _dagster_instance()
+        if not data_dir.exists():
+            print(f"generating the SYNTHETIC sample dataset in {data_dir} ...", flush=True)
+            sample_data.create_sample_dataset(data_dir, per_class=args.per_class, seed=0)
+    except (DemoSetupError, UnwritableDirError, sample_data.OccupiedFolderError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    config = yaml.safe_load(args.config.read_text())
-    resources = config.setdefault("resources", {})
-    data_dir = Path(resources["dataset"]["config"]["data_dir"])
-    if not data_dir.exists():
-        print(f"generating the SYNTHETIC sample dataset in {data_dir} ...", flush=True)
-        generate_sample_dataset(data_dir, per_class=args.per_class, seed=0)
-
-    import dagster as dg
-
-    from bcc_pipeline.definitions import defs
-
-    # With DAGSTER_HOME set, the run shows up in that instance's UI afterwards.
-    home = os.environ.get("DAGSTER_HOME")
-    instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()
     if args.verbose:
         config["loggers"] = {"console": {"config": {"log_level": "DEBUG", "stack_traces": True}}}
-    job = defs.resolve_job_def("training_job")
     result = job.execute_in_process(run_config=config, instance=instance, raise_on_error=False)
     if not result.success:
+        failures = result.get_step_failure_events()
+        if any(event.step_failure_data.error_source.name == "INTERRUPT" for event in failures):
+            raise KeyboardInterrupt  # Dagster caught the Ctrl-C (or kill) in a step
         print("demo run failed; see the log above (--verbose shows every event)", file=sys.stderr)
         return 1
     report_path = Path(result.output_for_node("test_metrics_report"))
@@ -106,6 +110,46 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_run(config_file: Path) -> tuple[dict[str, Any], dg.JobDefinition, Path]:
+    """The run config, training_job (Dagster has checked the config against it) and the data
+    folder the run will read: data_dir, else what the dataset resource falls back to."""
+
+    from bcc_pipeline.definitions import defs
+    from bcc_pipeline.errors import ConfigError
+    from bcc_pipeline.resources import DatasetResource
+    from bcc_pipeline.run_config import configured_data_dir, read_run_config
+
+    if not config_file.is_file():
+        raise DemoSetupError(
+            f"run config {config_file} not found; run from a checkout of bcc_pipeline "
+            "(configs/demo.yaml) or pass --config"
+        )
+    job = defs.resolve_job_def("training_job")
+    try:
+        config = read_run_config(config_file, f"run config {config_file}")
+        data_dir = configured_data_dir(job, config, f"run config {config_file}")
+    except ConfigError as err:
+        raise DemoSetupError(str(err)) from None
+    if not data_dir and not os.environ.get("BCC_DATA_DIR"):
+        raise DemoSetupError(
+            f"run config {config_file} names no data_dir and BCC_DATA_DIR is not set: the demo "
+            "does not put SYNTHETIC images in the real data's default folder; set either"
+        )
+    return config, job, DatasetResource(data_dir=data_dir).path
+
+
+def _dagster_instance() -> dg.DagsterInstance:
+    """With DAGSTER_HOME set, the run shows up in that instance's UI afterwards."""
+    import dagster as dg
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.ephemeral()
+    try:
+        return dg.DagsterInstance.get()
+    except dg.DagsterInvariantViolationError as err:  # a folder that is not there, say
+        raise DemoSetupError(str(err)) from None
+
+
 def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
     """An argparse type: an integer from low to high (no upper bound when high is None)."""
 
@@ -120,6 +164,13 @@ def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _path(text: str) -> Path:
+    """An argparse type: a path that is not empty (Path("") is the current folder)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return Path(text)
 
 
 def _fraction(text: str) -> float:
@@ -138,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sample = commands.add_parser("sample-data", help="write a SYNTHETIC dataset, Kaggle layout")
-    sample.add_argument("out", type=Path, help="folder to create")
+    sample.add_argument("out", type=_path, help="folder to create")
     sample.add_argument("--per-class", type=_int_in(1), default=40, help="images per class (40)")
     sample.add_argument(
         "--size",
@@ -153,10 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--checkpoint",
         required=True,
-        type=Path,
+        type=_path,
         help="model.pt from a run, or production_model's pointer (current.json)",
     )
-    predict.add_argument("images", nargs="+", type=Path, help="image files")
+    predict.add_argument("images", nargs="+", type=_path, help="image files")
     predict.add_argument(
         "--uncertain-below",
         type=_fraction,
@@ -167,15 +218,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--explain",
-        type=Path,
+        type=_path,
         metavar="DIR",
         help="also write an explanation map (where the model looked) per image into DIR",
     )
     predict.set_defaults(run=_predict)
 
     demo = commands.add_parser("demo", help="sample data + training_job on the CPU, offline")
-    demo.add_argument("--config", type=Path, default=DEMO_CONFIG, help="run config (demo.yaml)")
-    demo.add_argument("--per-class", type=int, default=600, help="sample images per class")
+    demo.add_argument("--config", type=_path, default=DEMO_CONFIG, help="run config (demo.yaml)")
+    demo.add_argument(
+        "--per-class", type=_int_in(1), default=600, help="sample images per class (600)"
+    )
     demo.add_argument(
         "--verbose", action="store_true", help="print every Dagster event and stack trace"
     )
@@ -184,8 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    # `kill` stops a command as Ctrl-C does: what it leaves half done (a sample) is removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except BrokenPipeError:  # the reader has gone (`| head -1`): stop quietly, as Unix tools do
+        # The flush at exit would fail again, with a traceback: the Python docs' recipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 import io
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +21,17 @@ CLI = str(Path(sys.executable).parent / "bcc-pipeline")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+def _run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CLI, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_sample_data_writes_the_kaggle_layout(tmp_path):
@@ -95,6 +108,83 @@ def test_predict_accepts_the_production_pointer_as_checkpoint(sample_root, tmp_p
     }
 
 
+def test_predict_stops_quietly_when_its_reader_goes_away(sample_root, tmp_path):
+    """`predict ... | head -1`: no traceback, and 141 (128 + SIGPIPE) as a shell reports a
+    Unix tool that a closed pipe stopped."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt")
+    images = [str(sorted(sample_root.rglob("*.jpg"))[0])] * 1000  # more than a pipe holds
+    command = [CLI, "predict", "--checkpoint", str(checkpoint), *images]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(process.stdout.readline())["path"] == images[0]
+    process.stdout.close()
+    assert process.wait(timeout=120) == 141
+    assert process.stderr.read() == b""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_predict_onto_a_full_disk_is_one_clear_line(sample_root, tmp_path):
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt")
+    image = str(sorted(sample_root.rglob("*.jpg"))[0])
+    with open("/dev/full", "w") as full:
+        completed = subprocess.run(
+            [CLI, "predict", "--checkpoint", str(checkpoint), image],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert completed.returncode == 2
+    assert completed.stderr == "error: cannot write the results: No space left on device\n"
+
+
+def test_predict_prints_valid_utf8_json_for_a_file_name_that_is_not_utf8(sample_root, tmp_path):
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt")
+    odd = tmp_path / os.fsdecode(b"scan\xff.jpg")
+    shutil.copyfile(sorted(sample_root.rglob("*.jpg"))[0], odd)
+    missing = tmp_path / os.fsdecode(b"gone\xfe.jpg")
+    completed = subprocess.run(
+        [CLI, "predict", "--checkpoint", str(checkpoint), str(odd), str(missing)],
+        capture_output=True,
+        timeout=300,
+    )
+    assert completed.returncode == 1, completed.stderr
+    lines = [json.loads(line) for line in completed.stdout.decode("utf-8").splitlines()]
+    assert [line["path"] for line in lines] == [
+        f"{tmp_path}/scan\\xff.jpg",
+        f"{tmp_path}/gone\\xfe.jpg",
+    ]
+    assert lines[0]["prediction"] in lines[0]["probabilities"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({"backbone": "vit_small"}, "names backbone 'vit_small' (image_size 32, "),
+        ({"temperature": 0.0}, "is a damaged checkpoint: its temperature 0.0 is not a positive"),
+        ({"temperature": float("nan")}, "its temperature nan is not a positive finite number"),
+    ],
+)
+def test_predict_with_a_checkpoint_it_cannot_use_is_one_clear_line(
+    sample_root, tmp_path, fields, says
+):
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt", **fields)
+    image = str(sorted(sample_root.rglob("*.jpg"))[0])
+    completed = _run("predict", "--checkpoint", str(checkpoint), image, cwd=tmp_path)
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.startswith(f"error: {checkpoint} ") and says in completed.stderr
+    assert completed.stderr.count("\n") == 1
+
+
+def test_predict_refuses_a_named_pipe_as_checkpoint_at_once(tmp_path):
+    """Reading a pipe that no one writes to would wait forever."""
+    os.mkfifo(tmp_path / "model.pt")
+    completed = _run("predict", "--checkpoint", "model.pt", "x.jpg", cwd=tmp_path, timeout=60)
+    assert completed.returncode == 2
+    assert completed.stderr == (
+        "error: cannot read checkpoint model.pt: not a regular file (a folder, pipe or device)\n"
+    )
+
+
 def test_predict_with_a_text_file_as_checkpoint_says_so_in_one_line(tmp_path):
     notes = tmp_path / "model.pt"
     notes.write_text("not a checkpoint")
@@ -150,9 +240,55 @@ def test_sample_data_into_a_file_is_one_clear_line(tmp_path):
     (tmp_path / "taken").write_text("a file")
     completed = _run("sample-data", "taken", "--per-class", "1", "--size", "32", cwd=tmp_path)
     assert completed.returncode == 2
-    assert completed.stderr.startswith("error: cannot write to taken/")
-    assert completed.stderr.endswith("taken is a file, not a folder\n")
+    assert completed.stderr == "error: cannot write to taken: it is a file, not a folder\n"
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_sample_data_refuses_a_folder_holding_files_and_changes_nothing(tmp_path):
+    """The generator's names are the Kaggle download's: into the real data it would replace
+    scans with cartoons."""
+    scan = tmp_path / "real" / KAGGLE_SUBDIR / "brain_glioma" / "brain_glioma_0001.jpg"
+    scan.parent.mkdir(parents=True)
+    scan.write_bytes(b"a real scan")
+    completed = _run("sample-data", "real", "--per-class", "1", "--size", "32", cwd=tmp_path)
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.startswith(f"error: real already holds files ({scan}); ")
     assert completed.stderr.count("\n") == 1
+    assert scan.read_bytes() == b"a real scan"
+    assert [p.name for p in tmp_path.iterdir()] == ["real"]
+    assert [p.name for p in scan.parent.iterdir()] == [scan.name]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_sample_data_leaves_nothing_at_out(tmp_path, sig):
+    """Ctrl-C or `kill` while the images are drawn: one line, exit 130, and no half sample
+    (nor the hidden folder it was drawn in) that a later run would take for a dataset."""
+    command = [CLI, "sample-data", "out", "--per-class", "100000", "--size", "32"]
+    process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(tmp_path.glob(".out.*.tmp/**/*.jpg")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (130, "interrupted\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sample-data", ""),
+        ("predict", "--checkpoint", "", "x.jpg"),
+        ("predict", "--checkpoint", "m.pt", "--explain", "", "x.jpg"),
+        ("predict", "--checkpoint", "m.pt", ""),
+        ("demo", "--config", ""),
+    ],
+)
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, args):
+    completed = _run(*args, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines()[-1].endswith(": must not be empty")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -199,3 +335,101 @@ def test_demo_without_its_config_says_so(tmp_path):
     completed = _run("demo", "--config", str(tmp_path / "missing.yaml"), cwd=tmp_path)
     assert completed.returncode == 2
     assert "not found" in completed.stderr and "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_demo_refuses_fewer_than_one_image_per_class(tmp_path, value):
+    completed = _run("demo", "--per-class", value, cwd=tmp_path)
+    assert completed.returncode == 2
+    assert completed.stderr.endswith(f"argument --per-class: must be at least 1, not {value}\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("resources: [\n", "is not valid YAML: expected the node content, but found '<stream end>' "
+         "(line 2, column 1)"),
+        ("- a\n- b\n", "holds a list, not a run config (a mapping with resources:, ops:)"),
+        ("", "names no data_dir and BCC_DATA_DIR is not set: the demo does not put SYNTHETIC "
+         "images in the real data's default folder; set either"),
+        ("resources: {dataset: {config: {data_dir: {env: BCC_TEST_UNSET}}}}\n",
+         'does not fit training_job: Post processing at path root:resources:dataset:config:'
+         "data_dir of original value {'env': 'BCC_TEST_UNSET'} failed: You have attempted to "
+         'fetch the environment variable "BCC_TEST_UNSET" which is not set.'),
+        ("ops: {vit_checkpoint: {config: {learning_rate: 1e-4}}}\n",
+         "does not fit training_job: Invalid scalar at path root:ops:vit_checkpoint:config:"
+         'learning_rate. Value "1e-4" of type "<class \'str\'>" is not valid for expected type '
+         '"Float".'),
+    ],
+)  # fmt: skip
+def test_demo_with_a_run_config_it_cannot_use_is_one_clear_line(tmp_path, text, says):
+    (tmp_path / "run.yaml").write_text(text)
+    completed = _run("demo", "--config", "run.yaml", cwd=tmp_path)
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.startswith("error: run config run.yaml ")
+    assert says in completed.stderr and completed.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("config", "variable"),
+    [
+        (REPO / "configs" / "smoke.yaml", "BCC_DATA_DIR"),  # no data_dir: the resource's default
+        (Path("run.yaml"), "BCC_TEST_DATA"),  # data_dir: {env: BCC_TEST_DATA}
+    ],
+)
+def test_demo_generates_into_the_data_dir_the_job_will_read(tmp_path, config, variable):
+    """Where the job reads (an environment variable here) is where the sample goes: a file
+    in the way makes that visible, and stops the demo with one line before any run."""
+    (tmp_path / "run.yaml").write_text(
+        "resources: {dataset: {config: {data_dir: {env: BCC_TEST_DATA}}}}\n"
+    )
+    (tmp_path / "taken").write_text("a file")
+    data_dir = tmp_path / "taken" / "data"
+    completed = _run("demo", "--config", str(config), cwd=tmp_path, env={variable: str(data_dir)})
+    assert completed.returncode == 2
+    assert completed.stdout == f"generating the SYNTHETIC sample dataset in {data_dir} ...\n"
+    assert (
+        completed.stderr
+        == f"error: cannot write to {data_dir.parent}: {data_dir.parent} is a file, not a folder\n"
+    )
+
+
+def test_demo_with_dagster_home_missing_is_one_clear_line_before_any_data(tmp_path):
+    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    config["resources"]["dataset"] = {"config": {"data_dir": str(tmp_path / "sample")}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    home = tmp_path / "dagster_home"
+    completed = _run("demo", "--config", "run.yaml", cwd=tmp_path, env={"DAGSTER_HOME": str(home)})
+    assert completed.returncode == 2 and completed.stdout == ""
+    assert completed.stderr.startswith(f'error: $DAGSTER_HOME "{home}" is not a directory')
+    assert completed.stderr.count("\n") == 1
+    assert not (tmp_path / "sample").exists()
+
+
+@pytest.mark.slow
+def test_demo_interrupted_while_training_says_so_in_one_line(tmp_path):
+    """Dagster catches the Ctrl-C inside a step and fails the run; the demo still reports an
+    interruption (exit 130), not a failed run."""
+    config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    config["resources"]["dataset"] = {"config": {"data_dir": str(tmp_path / "sample")}}
+    config["resources"]["artifacts"] = {"config": {"root": str(tmp_path / "artifacts")}}
+    config["resources"]["tracking"] = {"config": {"enabled": False}}
+    training = config["ops"]["vit_checkpoint"]["config"]
+    training.update(max_epochs=1000, early_stopping_patience=1000)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    command = [CLI, "demo", "--config", "run.yaml", "--per-class", "10"]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if "vit_checkpoint: epoch 2/" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    output.append(process.stdout.read())
+    assert process.wait(timeout=120) == 130
+    text = "".join(output)
+    assert text.endswith("interrupted\n") and "Traceback" not in text
+    assert "demo run failed" not in text
