@@ -27,13 +27,13 @@ class DemoSetupError(ValueError):
 
 
 def _sample_data(args: argparse.Namespace) -> int:
-    from bcc_pipeline.storage import UnwritableDirError
+    from bcc_pipeline.storage import DiskFullError, UnwritableDirError
 
     try:
         root = sample_data.create_sample_dataset(
             args.out, per_class=args.per_class, size=args.size, seed=args.seed
         )
-    except (UnwritableDirError, sample_data.OccupiedFolderError) as err:
+    except (UnwritableDirError, DiskFullError, sample_data.OccupiedFolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.per_class} SYNTHETIC images per class under {root}")
@@ -72,7 +72,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from bcc_pipeline.storage import UnwritableDirError
+    from bcc_pipeline.storage import DiskFullError, UnwritableDirError
 
     try:
         config, job, data_dir = _demo_run(args.config)
@@ -80,7 +80,12 @@ def _demo(args: argparse.Namespace) -> int:
         if not data_dir.exists():
             print(f"generating the SYNTHETIC sample dataset in {data_dir} ...", flush=True)
             sample_data.create_sample_dataset(data_dir, per_class=args.per_class, seed=0)
-    except (DemoSetupError, UnwritableDirError, sample_data.OccupiedFolderError) as err:
+    except (
+        DemoSetupError,
+        UnwritableDirError,
+        DiskFullError,
+        sample_data.OccupiedFolderError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.verbose:

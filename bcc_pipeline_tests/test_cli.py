@@ -308,6 +308,25 @@ def test_sample_data_refuses_numbers_it_cannot_draw(tmp_path, option, value, mes
     assert not (tmp_path / "out").exists()
 
 
+def test_sample_data_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+    """On a 1 MiB tmpfs (needs root; skipped elsewhere), a sample of 40 images of 512 px."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        completed = _run("sample-data", str(disk / "sample"), cwd=tmp_path)
+        left = sorted(path.name for path in disk.iterdir())
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr.startswith("error: ") and completed.stderr.count("\n") == 1
+    assert "Traceback" not in completed.stderr and left == []
+
+
 @pytest.mark.slow
 def test_demo_generates_the_sample_and_prints_the_report(tmp_path):
     config = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
