@@ -2,6 +2,9 @@
 
 import io
 import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +183,19 @@ def mlflow_store_at(database: Path, empty_db: Path) -> str:
     database.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(empty_db, database)
     return f"sqlite:///{database}"
+
+
+@contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "4m") mounted at `folder` for the block: a disk that fills up.
+    Mounting needs root; elsewhere the test is skipped."""
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from bcc_pipeline.sample_data import KAGGLE_SUBDIR
-from bcc_pipeline_tests.conftest import save_tiny_checkpoint
+from bcc_pipeline_tests.conftest import save_tiny_checkpoint, small_disk
 
 CLI = str(Path(sys.executable).parent / "bcc-pipeline")
 REPO = Path(__file__).resolve().parent.parent
@@ -310,18 +310,9 @@ def test_sample_data_refuses_numbers_it_cannot_draw(tmp_path, option, value, mes
 
 def test_sample_data_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     """On a 1 MiB tmpfs (needs root; skipped elsewhere), a sample of 40 images of 512 px."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "disk", "1m") as disk:
         completed = _run("sample-data", str(disk / "sample"), cwd=tmp_path)
         left = sorted(path.name for path in disk.iterdir())
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
     assert completed.returncode == 2, completed.stderr
     assert completed.stderr.startswith("error: ") and completed.stderr.count("\n") == 1
     assert "Traceback" not in completed.stderr and left == []

@@ -24,6 +24,7 @@ from bcc_pipeline.storage import (
     write_parquet,
     write_text,
 )
+from bcc_pipeline_tests.conftest import small_disk
 
 DAY = 24 * 3600
 
@@ -226,22 +227,13 @@ except DiskFullError as err:
 def test_a_full_disk_is_an_error_not_a_killed_process(tmp_path, writer):
     """On a 4 MiB tmpfs (needs root; skipped elsewhere): a write into a sparse file there is
     SIGBUS, and torch.save says "unexpected pos". Run in a child, which a signal would kill."""
-    disk = tmp_path / "small"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
+    with small_disk(tmp_path / "small", "4m") as disk:
         child = subprocess.run(
             [sys.executable, "-c", FILL_A_SMALL_DISK[writer], str(disk / "file")],
             capture_output=True,
             text=True,
             timeout=60,
         )
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
     assert child.returncode == 0, f"exit {child.returncode}: {child.stderr}"
     said = {
         "memory-mapped": "no room on the disk for a 16 MiB file",
