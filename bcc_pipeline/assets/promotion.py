@@ -72,6 +72,23 @@ def _read_history(path: Path) -> pd.DataFrame:
     )
 
 
+def _require_one_lineage(report: dict, checkpoint: str, tensors: TensorSplits) -> None:
+    """The report must have evaluated this checkpoint on these tensors' test images: assets
+    materialized apart (a new vit_checkpoint alone, say) would otherwise promote a model on
+    another model's numbers, or score predictions against other images' labels."""
+    provenance = report.get("provenance") or {}
+    if provenance.get("checkpoint") != checkpoint:
+        raise dg.Failure(
+            f"the report evaluated checkpoint {provenance.get('checkpoint')}, not "
+            f"{checkpoint}: re-materialize test_metrics_report"
+        )
+    if provenance.get("split_fingerprint") != tensors.fingerprint:
+        raise dg.Failure(
+            f"the report scored the test images of split {provenance.get('split_fingerprint')}, "
+            f"the tensors are of split {tensors.fingerprint}: re-materialize test_metrics_report"
+        )
+
+
 def _append_history(path: Path, history: pd.DataFrame, row: dict) -> pd.DataFrame:
     """`history` with one more decision, written whole and atomically."""
     history = pd.concat([history, pd.DataFrame([row])], ignore_index=True)
@@ -117,6 +134,7 @@ def production_model(
             f"{predictions_file} is missing (a report from an older version): re-materialize "
             "test_metrics_report"
         )
+    _require_one_lineage(report, vit_checkpoint, tensors)
     predictions = np.load(predictions_file)
     if len(predictions) != len(tensors.labels("test")):
         raise dg.Failure(

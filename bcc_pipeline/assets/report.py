@@ -79,6 +79,12 @@ def test_metrics_report(
             f"checkpoint was trained on split {payload['split_fingerprint']}, but the tensors "
             f"are of split {tensors.fingerprint}: evaluating it here would leak training images"
         )
+    if payload["image_size"] != tensors.image_size:
+        raise dg.Failure(
+            f"checkpoint takes {payload['image_size']} px images, but the tensors are "
+            f"{tensors.image_size} px (materialized apart): re-materialize preprocessed_tensors "
+            f"at image_size {payload['image_size']}, or vit_checkpoint on these tensors"
+        )
     table = pd.read_parquet(stratified_split)
     if split_fingerprint(table) != tensors.fingerprint:
         raise dg.Failure(

@@ -81,15 +81,28 @@ def _model(
     )
 
 
-def _report(checkpoint: str, tensors: TensorSplits, accuracy: float, names=NAMES) -> str:
+def _report(
+    checkpoint: str, tensors: TensorSplits, accuracy: float, names=NAMES, provenance=None
+) -> str:
     """What test_metrics_report writes for a model of _model: report.json with the given
-    accuracy, and beside it the model's one answer as its prediction for every test image."""
+    accuracy, and beside it the model's one answer as its prediction for every test image.
+    Its provenance names the checkpoint and split it evaluated, unless given others."""
     folder = Path(checkpoint).parent
     answer = int(read_checkpoint(checkpoint)["state_dict"]["head.bias"].argmax())
     np.save(folder / PREDICTIONS_FILE, np.full(len(tensors.labels("test")), answer))
     path = folder / "report.json"
+    evaluated = {"checkpoint": checkpoint, "split_fingerprint": tensors.fingerprint}
+    evaluated.update(provenance or {})
     path.write_text(
-        json.dumps({"accuracy": accuracy, "macro_f1": accuracy, "class_names": names, "n_test": 40})
+        json.dumps(
+            {
+                "accuracy": accuracy,
+                "macro_f1": accuracy,
+                "class_names": names,
+                "n_test": 40,
+                "provenance": evaluated,
+            }
+        )
     )
     return str(path)
 
@@ -260,6 +273,33 @@ def test_damaged_pointer_fails_with_what_to_do(tmp_path, tensors):
     )
     message = result.failure_data_for_node("production_model").error.message
     assert "is damaged" in message and "move it aside" in message
+
+
+@pytest.mark.parametrize(
+    ("provenance", "said"),
+    [
+        (
+            {"checkpoint": "/elsewhere/model.pt"},
+            "the report evaluated checkpoint /elsewhere/model.pt",
+        ),
+        ({"split_fingerprint": "0123abcd"}, "the report scored the test images of split 0123abcd"),
+    ],
+)
+def test_a_report_of_another_model_or_split_is_not_promoted_on(tmp_path, tensors, provenance, said):
+    """Assets materialized apart: a new vit_checkpoint alone must not ride on the report of
+    the model before it, nor predictions on other images' labels."""
+    first = _champion(tmp_path, tensors, GLIOMA)
+    checkpoint = _model(tmp_path / "unevaluated", MENIN)
+    report = _report(checkpoint, tensors, 0.9, provenance=provenance)
+    result = dg.materialize(
+        [*_stubs(checkpoint, report, tensors), production_model],
+        resources=_resources(tmp_path / "artifacts"),
+        raise_on_error=False,
+    )
+    message = result.failure_data_for_node("production_model").error.message
+    assert said in message and "re-materialize test_metrics_report" in message
+    pointer = tmp_path / "artifacts" / "production_model" / POINTER_FILE
+    assert json.loads(pointer.read_text()) == first["pointer"]
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,12 @@ from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.checkpoint import read_checkpoint
 from bcc_pipeline.storage import write_parquet
 from bcc_pipeline_tests.assets.conftest import materialization, resources
-from bcc_pipeline_tests.conftest import PER_CLASS_KEYS, REPORT_KEYS, save_tiny_checkpoint
+from bcc_pipeline_tests.conftest import (
+    PER_CLASS_KEYS,
+    REPORT_KEYS,
+    save_tiny_checkpoint,
+    tiny_net,
+)
 
 # The shared pipeline run trains a model.
 pytestmark = pytest.mark.slow
@@ -136,6 +141,21 @@ def test_a_checkpoint_of_another_split_is_never_evaluated(pipeline_run, tmp_path
     with pytest.raises(dg.Failure, match="would leak training images"):
         _evaluate(pipeline_run.result, tmp_path, vit_checkpoint=str(other))
     assert not (tmp_path / "artifacts").exists(), "nothing is written for a refused model"
+
+
+def test_a_checkpoint_for_another_image_size_is_refused_before_any_forward_pass(
+    pipeline_run, tmp_path
+):
+    """Tensors re-materialized at another size: a CNN would quietly be evaluated at a size it
+    never trained on, a ViT fail deep in torchvision."""
+    tensors = TensorSplits.open(pipeline_run.result.output_for_node("preprocessed_tensors"))
+    other_size = tiny_net(image_size=tensors.image_size + 16)
+    other = save_tiny_checkpoint(
+        tmp_path / "model.pt", other_size, extra={"split_fingerprint": tensors.fingerprint}
+    )
+    with pytest.raises(dg.Failure, match=f"takes {tensors.image_size + 16} px images, but the"):
+        _evaluate(pipeline_run.result, tmp_path, vit_checkpoint=str(other))
+    assert not (tmp_path / "artifacts").exists()
 
 
 def test_a_split_table_of_another_split_is_refused(pipeline_run, tmp_path):
