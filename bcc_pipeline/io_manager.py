@@ -31,6 +31,9 @@ class RunScopedIOManager(dg.ConfigurableIOManagerFactory):
 
 
 class RunScopedValues(dg.IOManager):
+    """Every value is the path of what its asset wrote: one that is gone since is said as such,
+    before a step fails on it."""
+
     def __init__(self, base_dir: Path, instance: dg.DagsterInstance) -> None:
         self.base_dir = base_dir
         self.instance = instance
@@ -62,4 +65,10 @@ class RunScopedValues(dg.IOManager):
                 f"the value of {name} from run {run_id} is not stored (an older version kept "
                 f"it elsewhere, or {self.base_dir} was cleaned): materialize {name} again"
             )
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
+        if not Path(value).exists():
+            raise dg.Failure(
+                f"{name} of run {run_id} wrote {value}, which is gone (pruned by "
+                f"artifacts.keep_runs, or deleted): materialize {name} again"
+            )
+        return value

@@ -2,6 +2,7 @@
 finishing in between on the same instance."""
 
 import shutil
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -28,6 +29,13 @@ def _assets(interleave=lambda: None) -> list[dg.AssetsDefinition]:
     return [first, middle, last]
 
 
+def _written(tmp_path: Path, name: str) -> str:
+    """What an asset's value is: the path of a file it wrote."""
+    path = tmp_path / name
+    path.write_text(name)
+    return str(path)
+
+
 def _run(instance, value: str, io_manager, interleave=lambda: None, selection=None):
     return dg.materialize(
         _assets(interleave),
@@ -39,46 +47,50 @@ def _run(instance, value: str, io_manager, interleave=lambda: None, selection=No
     )
 
 
-def test_a_run_reads_its_own_value_when_another_run_writes_the_same_asset_meanwhile():
+def test_a_run_reads_its_own_value_when_another_run_writes_the_same_asset_meanwhile(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     io_manager = RunScopedIOManager()
-    result = _run(instance, "A", io_manager, lambda: _run(instance, "B", io_manager))
+    a, b = _written(tmp_path, "A"), _written(tmp_path, "B")
+    result = _run(instance, a, io_manager, lambda: _run(instance, b, io_manager))
     assert result.success
-    assert result.output_for_node("last") == "A"
+    assert result.output_for_node("last") == a
 
 
-def test_dagsters_default_io_manager_would_read_the_other_runs_value():
+def test_dagsters_default_io_manager_would_read_the_other_runs_value(tmp_path):
     """The failure the run-scoped values prevent, shown on Dagster's default."""
     instance = dg.DagsterInstance.ephemeral()
     io_manager = dg.FilesystemIOManager(base_dir=instance.storage_directory())
-    result = _run(instance, "A", io_manager, lambda: _run(instance, "B", io_manager))
-    assert result.output_for_node("last") == "B"
+    a, b = _written(tmp_path, "A"), _written(tmp_path, "B")
+    result = _run(instance, a, io_manager, lambda: _run(instance, b, io_manager))
+    assert result.output_for_node("last") == b
 
 
-def test_an_asset_made_in_an_earlier_run_is_read_from_its_latest_materialization():
+def test_an_asset_made_in_an_earlier_run_is_read_from_its_latest_materialization(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     io_manager = RunScopedIOManager()
-    for value in ("old", "new"):
-        assert _run(instance, value, io_manager).success
+    for name in ("old", "new"):
+        assert _run(instance, _written(tmp_path, name), io_manager).success
     result = _run(instance, "", io_manager, selection=["last"])
-    assert result.success and result.output_for_node("last") == "new"
+    assert result.success and result.output_for_node("last") == str(tmp_path / "new")
 
 
 @pytest.mark.parametrize(
-    ("earlier_run", "said"),
+    ("earlier_run", "lost", "said"),
     [
-        (False, "first was never materialized: materialize it first"),
-        (True, "is not stored (an older version kept it elsewhere"),
+        (False, None, "first was never materialized: materialize it first"),
+        (True, "values", "is not stored (an older version kept it elsewhere"),
+        (True, "written", "which is gone (pruned by artifacts.keep_runs, or deleted)"),
     ],
 )
 def test_an_input_without_a_stored_value_fails_saying_what_to_materialize(
-    tmp_path, earlier_run, said
+    tmp_path, earlier_run, lost, said
 ):
     instance = dg.DagsterInstance.ephemeral()
     io_manager = RunScopedIOManager(base_dir=str(tmp_path / "values"))
     if earlier_run:
-        assert _run(instance, "gone", io_manager).success
-        shutil.rmtree(tmp_path / "values")
+        (tmp_path / "written").mkdir()
+        assert _run(instance, _written(tmp_path / "written", "gone"), io_manager).success
+        shutil.rmtree(tmp_path / lost)
     result = _run(instance, "", io_manager, selection=["last"])
     assert not result.success
     assert said in result.failure_data_for_node("last").error.message
