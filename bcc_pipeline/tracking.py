@@ -19,10 +19,11 @@ from urllib.parse import urlparse
 
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Experiment, Metric, Param, RunTag
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from sqlalchemy.exc import SQLAlchemyError
 
 from bcc_pipeline.errors import ConfigError
 
@@ -55,6 +56,28 @@ class TrackingError(ConfigError):
 
 SERVER_ANSWER_SECONDS = 10
 """How long a tracking server has to answer the first request of a run."""
+
+
+def _check_not_in_memory(tracking_uri: str) -> None:
+    """A SQLite URI without a file opens a database in memory: every run and model version
+    logged there would be gone when the process ends, while the metadata links to them."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite" and parsed.path in ("", "/"):
+        raise TrackingError(
+            f"tracking_uri {tracking_uri!r} is an in-memory SQLite store, lost when the run "
+            "ends; name a file (sqlite:////absolute/path/mlflow.db) or a server",
+            setting="tracking_uri",
+        )
+
+
+def _check_not_deleted(experiment: Experiment | None, name: str) -> None:
+    """MLflow still finds a deleted experiment by name, but refuses runs in it: after training."""
+    if experiment is not None and experiment.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore "
+            f"--experiment-id {experiment.experiment_id}`), or set experiment_name to another",
+            setting="experiment_name",
+        )
 
 
 def _check_server_answers(tracking_uri: str) -> None:
@@ -122,12 +145,14 @@ class TrackingStore:
     def open(cls, tracking_uri: str, experiment_name: str) -> TrackingStore:
         """Connect and find the experiment, creating it on first use."""
         _check_server_answers(tracking_uri)
+        _check_not_in_memory(tracking_uri)
         migrations = logging.getLogger("mlflow.store.db.utils")
         level = migrations.level
         migrations.setLevel(logging.WARNING)  # a new store's table set-up is not news
         try:
             client = MlflowClient(tracking_uri=tracking_uri)  # makes a SQLite file's folder
             experiment = client.get_experiment_by_name(experiment_name)
+            _check_not_deleted(experiment, experiment_name)
             experiment_id = (
                 experiment.experiment_id
                 if experiment is not None
@@ -137,7 +162,7 @@ class TrackingStore:
                     tags={EXPERIMENT_KIND_TAG: "custom_model_development"},
                 )
             )
-        except (MlflowException, OSError) as err:
+        except (MlflowException, OSError, SQLAlchemyError) as err:
             raise TrackingError(
                 f"cannot use the MLflow tracking store {tracking_uri!r} ({err}); set "
                 "tracking_uri to a reachable server or a writable sqlite:/// path, or enabled: "

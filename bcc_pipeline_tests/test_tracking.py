@@ -173,6 +173,30 @@ def test_an_unusable_store_is_one_error_naming_the_uri(tmp_path):
         TrackingStore.open("nosuchscheme://x", "bcc_pipeline")
 
 
+@pytest.mark.parametrize("uri", ["sqlite://", "sqlite:///"])
+def test_an_in_memory_store_is_refused_as_it_would_lose_every_run(uri):
+    with pytest.raises(TrackingError, match="is an in-memory SQLite store") as caught:
+        TrackingStore.open(uri, "bcc_pipeline")
+    assert caught.value.setting == "tracking_uri"
+
+
+def test_a_deleted_experiment_is_said_with_how_to_restore_it_before_training(store_uri):
+    store = TrackingStore.open(store_uri, "bcc_pipeline")
+    store.client.delete_experiment(store.experiment_id)
+    with pytest.raises(TrackingError, match="mlflow experiments restore --experiment-id") as caught:
+        TrackingStore.open(store_uri, "bcc_pipeline")
+    assert caught.value.setting == "experiment_name"
+
+
+def test_a_damaged_store_file_is_one_error_naming_the_uri(tmp_path):
+    damaged = tmp_path / "mlflow.db"
+    damaged.write_bytes(b"this is not a database" * 100)
+    uri = f"sqlite:///{damaged}"
+    with pytest.raises(TrackingError, match="file is not a database") as caught:
+        TrackingStore.open(uri, "bcc_pipeline")
+    assert uri in str(caught.value)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
