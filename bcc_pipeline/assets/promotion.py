@@ -41,15 +41,27 @@ HISTORY_PLOTTED = ("promoted", "champion_accuracy", "challenger_accuracy")
 
 
 def _read_pointer(pointer: Path) -> dict | None:
+    """The production pointer, its checkpoint path made absolute as predict reads it (relative
+    to the pointer: a hand-written rollback may say `<run_id>/model.pt`)."""
     if not pointer.exists():
         return None
+    aside = "move it aside to promote the next model that passes the floor as the first one"
     try:
-        return json.loads(pointer.read_text())
+        current = json.loads(pointer.read_text())
     except ValueError as err:
         raise dg.Failure(
             f"{pointer} is damaged ({err}): serving code cannot read it either. Restore it, or "
-            "move it aside to promote the next model that passes the floor as the first one."
+            f"{aside}."
         ) from None
+    if not isinstance(current, dict) or not all(
+        isinstance(current.get(key), str) for key in ("checkpoint", "run_id")
+    ):
+        raise dg.Failure(
+            f'{pointer} is not a production pointer: it needs "checkpoint" (the model file) and '
+            f'"run_id" (the run that trained it), as production_model writes them. Fix it, or '
+            f"{aside}."
+        )
+    return {**current, "checkpoint": str(pointer.parent / current["checkpoint"])}
 
 
 def _read_history(path: Path) -> pd.DataFrame:

@@ -327,6 +327,40 @@ def test_a_damaged_history_stops_the_run_before_anything_is_promoted(
     assert (folder / HISTORY_FILE).read_text() == damage
 
 
+@pytest.mark.parametrize(
+    ("pointer", "said"),
+    [
+        ([], "is not a production pointer"),
+        ({"checkpoint": "x/model.pt"}, 'it needs "checkpoint" (the model file) and "run_id"'),
+    ],
+)
+def test_a_hand_written_pointer_without_what_promotion_needs_says_so(
+    tmp_path, tensors, pointer, said
+):
+    _champion(tmp_path, tensors, GLIOMA)
+    (tmp_path / "artifacts" / "production_model" / POINTER_FILE).write_text(json.dumps(pointer))
+    checkpoint = _model(tmp_path / "next", MENIN)
+    result = dg.materialize(
+        [*_stubs(checkpoint, _report(checkpoint, tensors, 0.5), tensors), production_model],
+        resources=_resources(tmp_path / "artifacts"),
+        raise_on_error=False,
+    )
+    message = result.failure_data_for_node("production_model").error.message
+    assert said in message and "move it aside" in message
+
+
+def test_a_rollback_pointer_naming_its_checkpoint_relative_to_itself_is_read(tmp_path, tensors):
+    """As predict reads it: `<run_id>/model.pt` beside current.json."""
+    first = _champion(tmp_path, tensors, GLIOMA)
+    folder = tmp_path / "artifacts" / "production_model"
+    relative = Path(first["pointer"]["checkpoint"]).relative_to(folder)
+    (folder / POINTER_FILE).write_text(
+        json.dumps({**first["pointer"], "checkpoint": str(relative)})
+    )
+    result = _decide(tmp_path, tensors, _model(tmp_path / "equal", GLIOMA))
+    assert result["n_compared"] > 0 and "cannot be read" not in result["reason"]
+
+
 def test_champion_without_stored_digests_is_judged_by_its_runs_split(tmp_path, tensors):
     run_id = "legacy-run"
     _champion(tmp_path, tensors, GLIOMA, seen=None)
