@@ -395,6 +395,7 @@ class LaunchChecksResource(dg.ConfigurableResource):
         from bcc_pipeline.data.parallel import start_worker_server
         from bcc_pipeline.garbage import import_frozen, skip_final_garbage_collection
         from bcc_pipeline.launch_checks import MANIFEST, TENSORS, raise_for_problems
+        from bcc_pipeline.retention import hold_run_lock
 
         run = context.dagster_run
         if run is None:
@@ -416,6 +417,9 @@ class LaunchChecksResource(dg.ConfigurableResource):
             accelerator=self.accelerator,
             quality=self.quality,
         )
+        # Runs pruning the same artifacts root (from other Dagster instances too) spare this
+        # run's folders while this process lives.
+        hold_run_lock(self.artifacts.path, run.run_id)
 
 
 def _steps_to_run(context: dg.InitResourceContext) -> set[str] | None:
