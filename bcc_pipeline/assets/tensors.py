@@ -71,14 +71,21 @@ def preprocessed_tensors(
     seconds = time.perf_counter() - start
     folder = artifacts.run_dir("preprocessed_tensors", context.run.run_id)
     link_files(store, folder)
-    tensors = TensorSplits.open(folder)
-    arrays = {split: tensors.images(split) for split in SPLITS}
-    shapes = pd.DataFrame(
-        [
-            {"split": split, "shape": str(array.shape), "MiB": round(array.nbytes / 2**20, 1)}
-            for split, array in arrays.items()
-        ]
-    )
+    try:  # opening maps every array: a file cut short or gone shows here
+        tensors = TensorSplits.open(folder)
+        shapes = pd.DataFrame(
+            [
+                {"split": split, "shape": str(array.shape), "MiB": round(array.nbytes / 2**20, 1)}
+                for split, array in ((split, tensors.images(split)) for split in SPLITS)
+            ]
+        )
+    except (ValueError, OSError) as err:
+        if partial is not None:
+            raise  # decoded just now: not a damaged store
+        raise dg.Failure(
+            f"the stored tensors in {store} are damaged ({type(err).__name__}: {err}); delete "
+            "that folder, and the next run decodes the images again"
+        ) from None
     if partial is None:
         context.log.info(f"reused the tensors of {len(table)} images decoded by an earlier run")
     else:

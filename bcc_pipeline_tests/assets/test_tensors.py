@@ -89,3 +89,21 @@ def test_a_rerun_on_the_same_split_links_the_stored_tensors_instead_of_decoding(
         run_config=dg.RunConfig(ops={"preprocessed_tensors": {"config": {"image_size": 48}}}),
     )
     assert not materialization(bigger, "preprocessed_tensors")["reused"]
+
+
+def test_a_damaged_store_of_tensors_is_named_with_what_to_delete(sample_root, tmp_path):
+    def run() -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            pipeline_assets()[:3],
+            resources=resources(sample_root, tmp_path / "out"),
+            run_config=dg.RunConfig(ops={"preprocessed_tensors": {"config": {"image_size": 32}}}),
+            raise_on_error=False,
+        )
+
+    assert run().success
+    (store,) = (tmp_path / "out" / "cache" / "tensors").iterdir()
+    images = store / "train_images.npy"
+    images.write_bytes(images.read_bytes()[: images.stat().st_size // 2])  # cut short
+    message = run().failure_data_for_node("preprocessed_tensors").error.message
+    assert f"the stored tensors in {store} are damaged" in message
+    assert "delete that folder" in message
