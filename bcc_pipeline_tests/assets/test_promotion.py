@@ -144,6 +144,16 @@ def _decide(tmp_path: Path, tensors, checkpoint: str, accuracy: float = 0.5, **q
     return {**metadata, "pointer": json.loads(pointer.read_text()) if pointer.exists() else {}}
 
 
+def _failed_decision(tmp_path: Path, tensors, checkpoint: str, report: str) -> str:
+    """production_model on this candidate and report, which must fail: the failure message."""
+    result = dg.materialize(
+        [*_stubs(checkpoint, report, tensors), production_model],
+        resources=_resources(tmp_path / "artifacts"),
+        raise_on_error=False,
+    )
+    return result.failure_data_for_node("production_model").error.message
+
+
 def _champion(tmp_path, tensors, answer: int, seen=()) -> dict:
     first = _decide(tmp_path, tensors, _model(tmp_path / "champion", answer, seen))
     assert first["promoted"]
@@ -252,12 +262,7 @@ def test_a_report_without_test_predictions_fails_with_what_to_do(tmp_path, tenso
     checkpoint = _model(tmp_path / "old-report", MENIN)
     report = _report(checkpoint, tensors, 0.5)
     Path(report).with_name(PREDICTIONS_FILE).unlink()
-    result = dg.materialize(
-        [*_stubs(checkpoint, report, tensors), production_model],
-        resources=_resources(tmp_path / "artifacts"),
-        raise_on_error=False,
-    )
-    message = result.failure_data_for_node("production_model").error.message
+    message = _failed_decision(tmp_path, tensors, checkpoint, report)
     assert "is missing" in message and "re-materialize test_metrics_report" in message
 
 
@@ -266,12 +271,7 @@ def test_damaged_pointer_fails_with_what_to_do(tmp_path, tensors):
     (tmp_path / "artifacts" / "production_model" / POINTER_FILE).write_text("{")
     folder = tmp_path / "next"
     checkpoint = _model(folder, MENIN)
-    result = dg.materialize(
-        [*_stubs(checkpoint, _report(checkpoint, tensors, 0.5), tensors), production_model],
-        resources=_resources(tmp_path / "artifacts"),
-        raise_on_error=False,
-    )
-    message = result.failure_data_for_node("production_model").error.message
+    message = _failed_decision(tmp_path, tensors, checkpoint, _report(checkpoint, tensors, 0.5))
     assert "is damaged" in message and "move it aside" in message
 
 
@@ -291,12 +291,7 @@ def test_a_report_of_another_model_or_split_is_not_promoted_on(tmp_path, tensors
     first = _champion(tmp_path, tensors, GLIOMA)
     checkpoint = _model(tmp_path / "unevaluated", MENIN)
     report = _report(checkpoint, tensors, 0.9, provenance=provenance)
-    result = dg.materialize(
-        [*_stubs(checkpoint, report, tensors), production_model],
-        resources=_resources(tmp_path / "artifacts"),
-        raise_on_error=False,
-    )
-    message = result.failure_data_for_node("production_model").error.message
+    message = _failed_decision(tmp_path, tensors, checkpoint, report)
     assert said in message and "re-materialize test_metrics_report" in message
     pointer = tmp_path / "artifacts" / "production_model" / POINTER_FILE
     assert json.loads(pointer.read_text()) == first["pointer"]
@@ -316,12 +311,7 @@ def test_a_damaged_history_stops_the_run_before_anything_is_promoted(
     folder = tmp_path / "artifacts" / "production_model"
     (folder / HISTORY_FILE).write_text(damage)
     checkpoint = _model(tmp_path / "better", MENIN)
-    result = dg.materialize(
-        [*_stubs(checkpoint, _report(checkpoint, tensors, 0.9), tensors), production_model],
-        resources=_resources(tmp_path / "artifacts"),
-        raise_on_error=False,
-    )
-    message = result.failure_data_for_node("production_model").error.message
+    message = _failed_decision(tmp_path, tensors, checkpoint, _report(checkpoint, tensors, 0.9))
     assert said in message and "Nothing was promoted" in message and "move it aside" in message
     assert json.loads((folder / POINTER_FILE).read_text()) == first["pointer"]
     assert (folder / HISTORY_FILE).read_text() == damage
@@ -340,12 +330,7 @@ def test_a_hand_written_pointer_without_what_promotion_needs_says_so(
     _champion(tmp_path, tensors, GLIOMA)
     (tmp_path / "artifacts" / "production_model" / POINTER_FILE).write_text(json.dumps(pointer))
     checkpoint = _model(tmp_path / "next", MENIN)
-    result = dg.materialize(
-        [*_stubs(checkpoint, _report(checkpoint, tensors, 0.5), tensors), production_model],
-        resources=_resources(tmp_path / "artifacts"),
-        raise_on_error=False,
-    )
-    message = result.failure_data_for_node("production_model").error.message
+    message = _failed_decision(tmp_path, tensors, checkpoint, _report(checkpoint, tensors, 0.5))
     assert said in message and "move it aside" in message
 
 
