@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from bcc_pipeline.storage import TEMP_SUFFIX, UnwritableDirError, atomic_path, check_writable_dir
+from bcc_pipeline.storage import UnwritableDirError, atomic_path, check_writable_dir, work_dir
 
 CLASS_FOLDERS: tuple[str, ...] = ("brain_glioma", "brain_menin", "brain_tumor")
 KAGGLE_SUBDIR = Path("Brain_Cancer raw MRI data") / "Brain_Cancer"
@@ -193,10 +191,10 @@ def create_sample_dataset(
     out_dir: Path | str, per_class: int = 40, size: int = 512, seed: int = 0
 ) -> Path:
     """generate_sample_dataset into a new or empty folder, whole or not at all: drawn in a
-    hidden sibling `.<OUT>.<random>.tmp`, renamed to OUT when complete, removed if anything
-    (Ctrl-C included) stops it first, so OUT never holds a partial sample that a later run
-    would take for a dataset. A folder holding any file is an OccupiedFolderError; return the
-    class-folder parent, as generate_sample_dataset does."""
+    scratch folder beside OUT (storage.work_dir), renamed to OUT when complete, removed if
+    anything (Ctrl-C, a full disk) stops it first, so OUT never holds a partial sample that a
+    later run would take for a dataset. A folder holding any file is an OccupiedFolderError;
+    return the class-folder parent, as generate_sample_dataset does."""
     target = Path(out_dir).resolve()  # "." has no name to put a sibling beside
     if target.exists() and not target.is_dir():
         raise UnwritableDirError(f"cannot write to {out_dir}: it is a file, not a folder")
@@ -207,14 +205,10 @@ def create_sample_dataset(
             "new or empty folder, so that its cartoons never replace or mix with real scans"
         )
     check_writable_dir(target.parent)
-    staging = target.with_name(f".{target.name}.{secrets.token_hex(8)}{TEMP_SUFFIX}")
-    staging.mkdir()
-    try:
+    with work_dir(target.parent) as scratch:
+        staging = scratch / target.name
         generate_sample_dataset(staging, per_class, size, seed)
         _move_into_place(staging, target, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return Path(out_dir) / KAGGLE_SUBDIR
 
 

@@ -266,7 +266,7 @@ def test_an_interrupted_sample_data_leaves_nothing_at_out(tmp_path, sig):
     command = [CLI, "sample-data", "out", "--per-class", "100000", "--size", "32"]
     process = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not any(tmp_path.glob(".out.*.tmp/**/*.jpg")) and time.monotonic() < deadline:
+    while not any(tmp_path.glob(".work-*/out/**/*.jpg")) and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)

@@ -178,11 +178,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     would otherwise make the whole range NaN and the image black."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         pixels = np.asarray(image, dtype=np.float64)
-        finite = pixels[np.isfinite(pixels)]
-        if not finite.size:
-            raise ImageRejected(UNREADABLE, "no pixel has a finite value (all NaN or infinite)")
-        low, high = float(finite.min()), float(finite.max())
-        pixels = np.nan_to_num(pixels, nan=low, posinf=high, neginf=low)
+        if image.mode == "F":  # only float pixels can be NaN or infinite
+            finite = pixels[np.isfinite(pixels)]
+            if not finite.size:
+                raise ImageRejected(UNREADABLE, "no pixel has a finite value (all NaN or infinite)")
+            pixels = np.nan_to_num(
+                pixels, nan=finite.min(), posinf=finite.max(), neginf=finite.min()
+            )
+        low, high = float(pixels.min()), float(pixels.max())
         scaled = (pixels - low) * (255.0 / (high - low)) if high > low else pixels * 0
         image = Image.fromarray(scaled.round().astype(np.uint8))
     if image.mode == "P":
