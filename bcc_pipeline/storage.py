@@ -11,10 +11,10 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -168,7 +168,7 @@ STORE_COMPLETE = ".complete"
 
 
 @contextmanager
-def filled_once(store: Path) -> Iterator[Path | None]:
+def _filled_once(store: Path) -> Iterator[Path | None]:
     """A folder of content computed once for the key its name holds (a digest of everything
     the content depends on). Yields None when an earlier run completed it: use it as it is.
     Otherwise yields a private scratch folder for the block to fill; when the block succeeds,
@@ -191,6 +191,48 @@ def filled_once(store: Path) -> Iterator[Path | None]:
         except OSError:  # another run completed the same key first: keep theirs
             if not (store / STORE_COMPLETE).is_file():
                 raise
+
+
+StoreContent = TypeVar("StoreContent")
+DAMAGE_ERRORS = (ValueError, OSError, KeyError)
+"""What opening a store's files raises when one was cut short, deleted or overwritten."""
+
+
+def reused_or_filled(
+    store: Path,
+    fill: Callable[[Path], None],
+    open_store: Callable[[Path], StoreContent],
+    warn: Callable[[str], None],
+) -> tuple[StoreContent, bool]:
+    """A content store opened, and whether an earlier run had filled it. `fill` writes the
+    content into the folder it is given; `open_store` reads a folder and raises one of
+    DAMAGE_ERRORS when its files do not add up. A store is only ever a cache of what can be
+    computed again, so one an earlier run completed that no longer opens (a file cut short,
+    deleted or overwritten since) is said, set aside and filled again, instead of failing every
+    run on that content until someone deletes it."""
+
+    def filled() -> bool:
+        with _filled_once(store) as partial:
+            if partial is not None:
+                fill(partial)
+        return partial is None
+
+    reused = filled()
+    if reused:
+        try:
+            return open_store(store), True
+        except DAMAGE_ERRORS as err:
+            warn(f"{store} is damaged ({type(err).__name__}: {err}); computing it again")
+            _set_aside(store)
+            reused = filled()
+    return open_store(store), reused
+
+
+def _set_aside(store: Path) -> None:
+    """Take a store out of use at once (a rename: a run reading it keeps its open files), then
+    delete it. Of two runs setting the same store aside, the second finds it gone."""
+    with work_dir(store.parent) as scratch, suppress(FileNotFoundError):
+        store.rename(scratch / store.name)
 
 
 def link_files(source: Path, target: Path) -> None:

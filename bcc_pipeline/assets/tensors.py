@@ -15,7 +15,7 @@ from bcc_pipeline.assets.common import (
 from bcc_pipeline.data.split import SPLITS, split_fingerprint
 from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_tensor_splits
 from bcc_pipeline.resources import ArtifactsResource, DatasetResource, LaunchChecksResource
-from bcc_pipeline.storage import filled_once, link_files
+from bcc_pipeline.storage import link_files, reused_or_filled
 
 CODE_VERSION = "2"
 """Bump when the decoding logic changes: the UI then marks this asset and what follows stale,
@@ -65,28 +65,25 @@ def preprocessed_tensors(
     # The same split, size and decoder give the same arrays: decode them once, ever.
     store = artifacts.store_dir("tensors") / f"{fingerprint}-{config.image_size}px-v{CODE_VERSION}"
     start = time.perf_counter()
-    with user_errors(ImageChangedError), filled_once(store) as partial:
-        if partial is not None:
-            write_tensor_splits(table, dataset.path, partial, config.image_size, fingerprint)
+    with user_errors(ImageChangedError):
+        tensors, reused = reused_or_filled(
+            store,
+            lambda partial: write_tensor_splits(
+                table, dataset.path, partial, config.image_size, fingerprint
+            ),
+            TensorSplits.open_whole,
+            context.log.warning,
+        )
     seconds = time.perf_counter() - start
     folder = artifacts.run_dir("preprocessed_tensors", context.run.run_id)
     link_files(store, folder)
-    try:  # opening maps every array: a file cut short or gone shows here
-        tensors = TensorSplits.open(folder)
-        shapes = pd.DataFrame(
-            [
-                {"split": split, "shape": str(array.shape), "MiB": round(array.nbytes / 2**20, 1)}
-                for split, array in ((split, tensors.images(split)) for split in SPLITS)
-            ]
-        )
-    except (ValueError, OSError) as err:
-        if partial is not None:
-            raise  # decoded just now: not a damaged store
-        raise dg.Failure(
-            f"the stored tensors in {store} are damaged ({type(err).__name__}: {err}); delete "
-            "that folder, and the next run decodes the images again"
-        ) from None
-    if partial is None:
+    shapes = pd.DataFrame(
+        [
+            {"split": split, "shape": str(array.shape), "MiB": round(array.nbytes / 2**20, 1)}
+            for split, array in ((split, tensors.images(split)) for split in SPLITS)
+        ]
+    )
+    if reused:
         context.log.info(f"reused the tensors of {len(table)} images decoded by an earlier run")
     else:
         context.log.info(f"decoded {len(table)} images in {seconds:.1f}s")
@@ -96,7 +93,7 @@ def preprocessed_tensors(
             **artifact_metadata(folder),
             "shapes": markdown_table(shapes),
             "total_MiB": float(shapes["MiB"].sum()),
-            "reused": partial is None,
+            "reused": reused,
             "seconds": round(seconds, 2),
             "images_per_second": round(len(table) / max(seconds, 1e-9), 1),
             "class_names": dg.MetadataValue.json(tensors.class_names),

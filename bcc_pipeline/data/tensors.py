@@ -199,6 +199,21 @@ class TensorSplits:
         folder = Path(folder)
         return cls(folder=folder, meta=json.loads((folder / META_FILE).read_text()))
 
+    @classmethod
+    def open_whole(cls, folder: Path | str) -> TensorSplits:
+        """open, after making sure every split's images, labels and paths are there and agree
+        in length: a ValueError or OSError (from numpy or here) when a file was cut short,
+        deleted or overwritten since it was written."""
+        tensors = cls.open(folder)
+        for split in tensors.meta["splits"]:
+            images, labels = tensors.images(split), tensors.labels(split)
+            if not len(images) == len(labels) == len(tensors.paths(split)):
+                raise ValueError(
+                    f"split {split!r} holds {len(images)} images and {len(labels)} labels for "
+                    f"{len(tensors.paths(split))} paths"
+                )
+        return tensors
+
     @property
     def class_names(self) -> list[str]:
         return list(self.meta["class_names"])

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+import logging
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,13 +19,15 @@ from bcc_pipeline.data.tensors import MappedArray, TensorSplits, read_rows
 from bcc_pipeline.ml.backbones import NO_WEIGHTS
 from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, SplitViews, view_mirrors
 from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size, inference_copy
-from bcc_pipeline.storage import allocated_npy, filled_once
+from bcc_pipeline.storage import allocated_npy, reused_or_filled
 
 IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
 """Caches larger than this stay memory-mapped files; smaller ones are read into RAM."""
 PENDING_BYTES = 64 * 1024**2
 """Accelerator outputs gathered before one copy back to the host."""
 FORMAT = 1
+
+logger = logging.getLogger(__name__)
 
 
 def feature_store_key(
@@ -146,16 +149,19 @@ def view_files(store: Path, split: str, horizontal_flip: bool) -> dict[Path, boo
 
 
 def _load_views(store: Path, tensors: TensorSplits, horizontal_flip: bool) -> dict[str, SplitViews]:
+    """The stored views; a ValueError or OSError when a file does not hold one row per image."""
     files = {split: list(view_files(store, split, horizontal_flip)) for split in TRAINING_SPLITS}
     total = sum(path.stat().st_size for paths in files.values() for path in paths)
     in_memory = total <= IN_MEMORY_LIMIT_BYTES
-    return {
-        split: SplitViews(
-            [np.load(path) if in_memory else MappedArray(path) for path in paths],
-            tensors.labels(split),
-        )
-        for split, paths in files.items()
-    }
+    splits = {}
+    for split, paths in files.items():
+        views = [np.load(path) if in_memory else MappedArray(path) for path in paths]
+        labels = tensors.labels(split)
+        for path, view in zip(paths, views, strict=True):
+            if len(view) != len(labels):
+                raise ValueError(f"{path.name} holds {len(view)} rows for {len(labels)} images")
+        splits[split] = SplitViews(views, labels)
+    return splits
 
 
 def cached_feature_splits(
@@ -166,13 +172,17 @@ def cached_feature_splits(
     horizontal_flip: bool,
     store: Path,
     batch_size: int | None = None,
+    warn: Callable[[str], None] = logger.warning,
 ) -> tuple[dict[str, SplitViews], bool]:
     """Features of the training splits (train gets the image and its mirror as two views), and
-    whether they were read back from `store` rather than computed (see filled_once)."""
-    with filled_once(store) as partial:
-        if partial is not None:
-            frozen = inference_copy(net, device, dtype)
-            for split in TRAINING_SPLITS:
-                files = view_files(partial, split, horizontal_flip)
-                extract_features(frozen, tensors.images(split), files, batch_size)
-    return _load_views(store, tensors, horizontal_flip), partial is None
+    whether they were read back from `store` rather than computed (see reused_or_filled)."""
+
+    def fill(partial: Path) -> None:
+        frozen = inference_copy(net, device, dtype)
+        for split in TRAINING_SPLITS:
+            files = view_files(partial, split, horizontal_flip)
+            extract_features(frozen, tensors.images(split), files, batch_size)
+
+    return reused_or_filled(
+        store, fill, lambda folder: _load_views(folder, tensors, horizontal_flip), warn
+    )

@@ -233,6 +233,7 @@ def fit_classifier(
             settings.horizontal_flip,
             (feature_stores or work_dir) / key,
             settings.feature_batch_size,
+            log,
         )
         feature_seconds = time.perf_counter() - start
         verb = "read back stored" if reused else "cached"

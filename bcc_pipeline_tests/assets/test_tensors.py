@@ -1,4 +1,5 @@
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -91,19 +92,52 @@ def test_a_rerun_on_the_same_split_links_the_stored_tensors_instead_of_decoding(
     assert not materialization(bigger, "preprocessed_tensors")["reused"]
 
 
-def test_a_damaged_store_of_tensors_is_named_with_what_to_delete(sample_root, tmp_path):
+def _cut_short(path: Path) -> None:
+    stored = path.read_bytes()
+    path.unlink()  # the first run's folder keeps its link to the whole file
+    path.write_bytes(stored[: len(stored) // 2])
+
+
+def _one_row_fewer(path: Path) -> None:
+    rows = np.load(path)
+    path.unlink()
+    np.save(path, rows[:-1])
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        (_cut_short, "ValueError"),
+        (Path.unlink, "FileNotFoundError"),
+        (_one_row_fewer, "ValueError"),
+    ],
+)
+def test_a_damaged_store_of_tensors_is_said_and_decoded_again(damage, error, sample_root, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+
     def run() -> dg.ExecuteInProcessResult:
         return dg.materialize(
             pipeline_assets()[:3],
             resources=resources(sample_root, tmp_path / "out"),
             run_config=dg.RunConfig(ops={"preprocessed_tensors": {"config": {"image_size": 32}}}),
-            raise_on_error=False,
+            instance=instance,
         )
 
-    assert run().success
+    first = Path(materialization(run(), "preprocessed_tensors")["artifact_path"])
+    whole = np.load(first / "train_images.npy")
     (store,) = (tmp_path / "out" / "cache" / "tensors").iterdir()
     images = store / "train_images.npy"
-    images.write_bytes(images.read_bytes()[: images.stat().st_size // 2])  # cut short
-    message = run().failure_data_for_node("preprocessed_tensors").error.message
-    assert f"the stored tensors in {store} are damaged" in message
-    assert "delete that folder" in message
+    damage(images)
+    healed = run()
+    assert not materialization(healed, "preprocessed_tensors")["reused"]
+    warnings = [
+        entry.user_message
+        for entry in instance.all_logs(healed.run_id)
+        if entry.level == logging.WARNING
+    ]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{store} is damaged ({error}: ")
+    assert warnings[0].endswith("computing it again")
+    folder = Path(materialization(healed, "preprocessed_tensors")["artifact_path"])
+    np.testing.assert_array_equal(np.load(folder / "train_images.npy"), whole)
+    np.testing.assert_array_equal(np.load(images), whole)
+    assert [path.name for path in store.parent.iterdir()] == [store.name], "no leftovers"

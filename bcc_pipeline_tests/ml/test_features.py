@@ -84,6 +84,32 @@ def test_an_unfinished_store_is_computed_again(sample_tensors, tmp_path):
     assert np.asarray(splits["train"].views[0]).shape[0] == len(sample_tensors.labels("train"))
 
 
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [
+        (lambda path: path.write_bytes(path.read_bytes()[:-7]), "ValueError"),
+        (lambda path: np.save(path, np.load(path)[:-1]), "ValueError"),
+        (lambda path: path.unlink(), "FileNotFoundError"),
+    ],
+    ids=["cut short", "one row fewer", "deleted"],
+)
+def test_a_damaged_completed_store_is_said_and_computed_again(
+    damage, error, sample_tensors, tmp_path
+):
+    store, said = tmp_path / "key", []
+    net = tiny_net()
+    whole, _ = cached_feature_splits(net, sample_tensors, CPU, torch.float32, True, store)
+    expected = np.array(whole["train"].views[1])
+    damage(store / "train_view1.npy")
+    healed, reused = cached_feature_splits(
+        net, sample_tensors, CPU, torch.float32, True, store, warn=said.append
+    )
+    assert not reused
+    assert len(said) == 1 and said[0].startswith(f"{store} is damaged ({error}: ")
+    np.testing.assert_array_equal(np.asarray(healed["train"].views[1]), expected)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["key"], "the old one is gone"
+
+
 def test_the_cache_never_runs_the_backbone_on_the_test_split(sample_tensors, tmp_path):
     net = tiny_net()
     seen: list[int] = []
