@@ -7,13 +7,14 @@ uses the resource, never at import: dg.EnvVar has no fallback value, and these s
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from bcc_pipeline.data.images import DEFAULT_MAX_FILE_BYTES
 from bcc_pipeline.errors import ConfigError
+from bcc_pipeline.ml.settings import DeviceSettings
 from bcc_pipeline.storage import UnwritableDirError, check_writable_dir
 
 if TYPE_CHECKING:
@@ -131,46 +132,15 @@ class ArtifactsResource(dg.ConfigurableResource):
         return path
 
 
-class AcceleratorResource(dg.ConfigurableResource):
-    """Device settings handed to the Lightning Trainer; the device is config, never code."""
-
-    accelerator: Literal["auto", "cpu", "gpu", "mps"] = Field(
-        default="auto",
-        description="auto, cpu, gpu (CUDA) or mps. auto picks a GPU, then MPS, then the CPU.",
-    )
-    devices: Any = Field(
-        default="auto",
-        description=(
-            "As in Lightning: a count (2), GPU ids ([0, 1] or '0,1'), or 'auto' (all GPUs, "
-            "else one device)."
-        ),
-    )
-    precision: str = Field(
-        default="32-true",
-        description=(
-            "Lightning precision of the trainable part: 32-true, bf16-mixed, or 16-mixed (GPU)."
-        ),
-    )
-    strategy: str = Field(
-        default="auto",
-        description=(
-            "auto, or ddp for several devices. ddp runs as Lightning's spawn launcher so that it "
-            "works inside a Dagster run."
-        ),
-    )
-    num_nodes: int = Field(default=1, description="Machines taking part (multi-node DDP).")
+class AcceleratorResource(dg.ConfigurableResource, DeviceSettings):
+    """Device settings handed to the Lightning Trainer (bcc_pipeline.ml.settings); the device is
+    config, never code."""
 
     def trainer_device(self) -> "TrainerDevice":
         """Checked settings; a device that is not there is an error naming what is."""
         from bcc_pipeline.ml.devices import TrainerDevice
 
-        return TrainerDevice.resolve(
-            accelerator=self.accelerator,
-            devices=self.devices,
-            precision=self.precision,
-            strategy=self.strategy,
-            num_nodes=self.num_nodes,
-        )
+        return TrainerDevice.resolve(self)
 
 
 class QualityGatesResource(dg.ConfigurableResource):

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from bcc_pipeline import tracking as tracking_module
 from bcc_pipeline.ml.devices import TrainerDevice
-from bcc_pipeline.ml.settings import TrainingSettings
+from bcc_pipeline.ml.settings import DeviceSettings, TrainingSettings
 from bcc_pipeline.resources import ArtifactsResource, TrackingResource
 from bcc_pipeline.tracking import (
     CHECKPOINT_PATH_TAG,
@@ -299,7 +299,7 @@ def test_split_settings_are_logged_only_by_runs_that_made_the_split(
     tracking = TrackingResource(artifacts=ArtifactsResource(root=str(tmp_path)), tracking_uri=uri)
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"weights")
-    device = TrainerDevice.resolve(accelerator="cpu")
+    device = TrainerDevice.resolve(DeviceSettings(accelerator="cpu"))
     split_config = {"ops": {"stratified_split": {"config": {"seed": 7}}}}
     whole_job = dg.DagsterRun(job_name="training_job", run_id="whole", run_config=split_config)
     training_selected = dg.DagsterRun(
@@ -348,7 +348,7 @@ def test_the_resource_copies_checkpoints_of_unpromoted_runs_only_when_configured
     links = tracking.log_training(
         run,
         TrainingSettings(),
-        TrainerDevice.resolve(accelerator="cpu"),
+        TrainerDevice.resolve(DeviceSettings(accelerator="cpu")),
         sample_tensors,
         HISTORY,
         {},

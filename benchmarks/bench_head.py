@@ -72,7 +72,7 @@ def pipeline_epoch_seconds(args: argparse.Namespace, features: dict[str, Any]) -
     """trainer.fit seconds per epoch of fit_classifier, features handed in for the cache."""
     from bcc_pipeline.ml import training
     from bcc_pipeline.ml.devices import TrainerDevice
-    from bcc_pipeline.ml.settings import TrainingSettings
+    from bcc_pipeline.ml.settings import DeviceSettings, TrainingSettings
 
     class FeatureOnlyTensors:
         """What fit_classifier reads of a TensorSplits when it trains on the cache."""
@@ -97,7 +97,7 @@ def pipeline_epoch_seconds(args: argparse.Namespace, features: dict[str, Any]) -
         result = training.fit_classifier(
             FeatureOnlyTensors(),  # type: ignore[arg-type]
             settings,
-            TrainerDevice.resolve(args.accelerator),
+            TrainerDevice.resolve(DeviceSettings(accelerator=args.accelerator)),
             Path(tmp),
             log=lambda _: None,
         )

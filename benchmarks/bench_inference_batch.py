@@ -50,8 +50,9 @@ def measure(
 
     from bcc_pipeline.ml.devices import TrainerDevice
     from bcc_pipeline.ml.network import build_network, inference_batch_size, inference_copy
+    from bcc_pipeline.ml.settings import DeviceSettings
 
-    device = TrainerDevice.resolve("cpu")
+    device = TrainerDevice.resolve(DeviceSettings(accelerator="cpu"))
     net = build_network(3, image_size, backbone, "none", 0)
     frozen = inference_copy(net, device.torch_device, device.inference_dtype)
     chosen = inference_batch_size(frozen, device.torch_device)
@@ -81,10 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bcc_pipeline.ml.devices import TrainerDevice
+    from bcc_pipeline.ml.settings import DeviceSettings
 
+    device = TrainerDevice.resolve(DeviceSettings(accelerator="cpu"))
     batches = [int(b) for b in args.batches.split(",")]
     print(
-        f"{TrainerDevice.resolve('cpu').inference_dtype}, {torch.get_num_threads()} torch "
+        f"{device.inference_dtype}, {torch.get_num_threads()} torch "
         f"threads; {args.images} images per measurement (or one batch), {args.rounds} rounds.",
         flush=True,
     )

@@ -74,10 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     from bcc_pipeline.ml.devices import TrainerDevice
     from bcc_pipeline.ml.features import extract_features, view_files
     from bcc_pipeline.ml.network import build_network, inference_batch_size, inference_copy
+    from bcc_pipeline.ml.settings import DeviceSettings
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    device = TrainerDevice.resolve(args.accelerator)
+    device = TrainerDevice.resolve(DeviceSettings(accelerator=args.accelerator))
     tensors = TensorSplits.open(args.tensors)
     net = build_network(len(tensors.class_names), tensors.image_size, args.backbone, "none", 0)
     args.feature_batch = args.feature_batch or inference_batch_size(net, device.torch_device)

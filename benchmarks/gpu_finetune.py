@@ -77,13 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     from bcc_pipeline.data.tensors import TensorSplits
     from bcc_pipeline.ml.devices import TrainerDevice
     from bcc_pipeline.ml.network import build_network
-    from bcc_pipeline.ml.settings import TrainingSettings
+    from bcc_pipeline.ml.settings import DeviceSettings, TrainingSettings
     from bcc_pipeline.ml.training import fit_classifier
 
     parser = build_parser()
     args = parser.parse_args(argv)
     print_header("gpu_finetune: full fine-tuning vs the training-step ceiling", parser, args)
-    device = TrainerDevice.resolve(args.accelerator, precision="bf16-mixed")
+    device = TrainerDevice.resolve(
+        DeviceSettings(accelerator=args.accelerator, precision="bf16-mixed")
+    )
     tensors = TensorSplits.open(args.tensors)
     classes = len(tensors.class_names)
     net = build_network(classes, tensors.image_size, args.backbone, "none", -1)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import torch
 
 from bcc_pipeline.errors import ConfigError
+from bcc_pipeline.ml.settings import DeviceSettings
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+ACCELERATORS = ("auto", "cpu", "gpu", "mps")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
@@ -79,29 +80,11 @@ class TrainerDevice:
     num_nodes: int
 
     @classmethod
-    def resolve(
-        cls,
-        accelerator: str = "auto",
-        devices: object = "auto",
-        precision: str = "32-true",
-        strategy: str = "auto",
-        num_nodes: int = 1,
-    ) -> TrainerDevice:
-        accelerator = accelerator.strip().lower()
-        if accelerator not in ACCELERATORS:
-            raise DeviceConfigError(
-                f"accelerator must be one of {', '.join(ACCELERATORS)}; got {accelerator!r}",
-                "accelerator",
-            )
-        if precision not in PRECISIONS:
-            raise DeviceConfigError(
-                f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}", "precision"
-            )
-        if num_nodes < 1:
-            raise DeviceConfigError(f"num_nodes must be at least 1; got {num_nodes}", "num_nodes")
+    def resolve(cls, settings: DeviceSettings) -> TrainerDevice:
+        """The settings checked against this machine; `auto` made concrete."""
+        accelerator, devices, precision = settings.accelerator, settings.devices, settings.precision
+        num_nodes = settings.num_nodes
         gpu_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if accelerator == "cuda":
-            accelerator = "gpu"
         if accelerator == "auto":
             if gpu_count:
                 accelerator = "gpu"
@@ -121,6 +104,17 @@ class TrainerDevice:
                 f"Available: {available_devices()}. Use accelerator: cpu or auto.",
                 "accelerator",
             )
+        if accelerator not in ACCELERATORS:
+            raise DeviceConfigError(
+                f"accelerator must be one of {', '.join(ACCELERATORS)}; got {accelerator!r}",
+                "accelerator",
+            )
+        if precision not in PRECISIONS:
+            raise DeviceConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}", "precision"
+            )
+        if num_nodes < 1:
+            raise DeviceConfigError(f"num_nodes must be at least 1; got {num_nodes}", "num_nodes")
         if accelerator == "cpu" and precision == "16-mixed":
             raise DeviceConfigError(
                 "precision 16-mixed needs a GPU; on the CPU use bf16-mixed", "precision"
@@ -151,7 +145,7 @@ class TrainerDevice:
             accelerator=accelerator,
             devices=parsed,
             precision=precision,
-            strategy=_launchable_strategy(strategy.strip(), world_size),
+            strategy=_launchable_strategy(settings.strategy.strip(), world_size),
             num_nodes=num_nodes,
         )
 

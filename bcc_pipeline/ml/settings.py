@@ -1,10 +1,11 @@
-"""What to train and how: the one declaration of the training settings. The Dagster config of
-`vit_checkpoint` is this model; the ML code reads it as is. No torch import here, so the code
+"""What to train and how, and on what: the one declaration of the training and device settings.
+The Dagster config of `vit_checkpoint` and the `accelerator` resource are these models; the ML
+code reads them as they are. No torch import here, so the code
 location can describe and check it without loading a deep-learning stack."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,3 +70,38 @@ class TrainingSettings(BaseModel):
             "at 224 px)."
         ),
     )
+
+
+class DeviceSettings(BaseModel):
+    """Where training runs. Defaults: the best device here (a GPU, then MPS, then the CPU),
+    full precision, one process. Values are checked against this machine by TrainerDevice,
+    not by pydantic bounds: the resource is built before the launch check, and a bound failing
+    there would be a stack trace instead of a line among the run's other problems."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accelerator: str = Field(
+        default="auto",
+        description="auto, cpu, gpu (CUDA) or mps. auto picks a GPU, then MPS, then the CPU.",
+    )
+    devices: Any = Field(
+        default="auto",
+        description=(
+            "As in Lightning: a count (2), GPU ids ([0, 1] or '0,1'), or 'auto' (all GPUs, "
+            "else one device)."
+        ),
+    )
+    precision: str = Field(
+        default="32-true",
+        description=(
+            "Lightning precision of the trainable part: 32-true, bf16-mixed, or 16-mixed (GPU)."
+        ),
+    )
+    strategy: str = Field(
+        default="auto",
+        description=(
+            "auto, or ddp for several devices. ddp runs as Lightning's spawn launcher so that it "
+            "works inside a Dagster run."
+        ),
+    )
+    num_nodes: int = Field(default=1, description="Machines taking part (multi-node DDP).")

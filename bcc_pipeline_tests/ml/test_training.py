@@ -8,12 +8,12 @@ from bcc_pipeline.ml import training
 from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import predict_logits
-from bcc_pipeline.ml.settings import TrainingSettings
+from bcc_pipeline.ml.settings import DeviceSettings, TrainingSettings
 from bcc_pipeline.ml.training import FitResult, fit_classifier
 
 pytestmark = pytest.mark.slow
 
-CPU = TrainerDevice.resolve(accelerator="cpu")
+CPU = TrainerDevice.resolve(DeviceSettings(accelerator="cpu"))
 TINY = TrainingSettings(
     backbone="vit_tiny",
     weights="none",
@@ -126,7 +126,9 @@ def test_last_blocks_train_on_cached_tokens(sample_tensors, tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_training_matches_the_cpu_recipe(sample_tensors, tmp_path):
-    gpu = TrainerDevice.resolve(accelerator="gpu", devices="1", precision="bf16-mixed")
+    gpu = TrainerDevice.resolve(
+        DeviceSettings(accelerator="gpu", devices="1", precision="bf16-mixed")
+    )
     on_gpu = _fit(sample_tensors, tmp_path, gpu, max_epochs=4)
     on_cpu = _fit(sample_tensors, tmp_path, CPU, max_epochs=4)
     assert on_gpu.used_feature_cache and on_gpu.inference_dtype == torch.bfloat16
@@ -146,7 +148,7 @@ def test_two_process_ddp_caches_features_once_and_keeps_one_checkpoint(
     monkeypatch.setattr(
         training, "cached_feature_splits", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
-    ddp = TrainerDevice.resolve(accelerator="cpu", devices=2, strategy="ddp")
+    ddp = TrainerDevice.resolve(DeviceSettings(accelerator="cpu", devices=2, strategy="ddp"))
     work = tmp_path / "ddp"
     work.mkdir()
     result = fit_classifier(sample_tensors, TINY.model_copy(update={"max_epochs": 2}), ddp, work)
