@@ -7,7 +7,13 @@ from pydantic import Field
 
 from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
 from bcc_pipeline.data.near_duplicates import HASH_BITS
-from bcc_pipeline.data.split import SPLITS, SplitConfigError, split_fingerprint
+from bcc_pipeline.data.split import (
+    IDENTICAL_ONLY,
+    NEAR_DUPLICATE_DISTANCE,
+    SPLITS,
+    SplitConfigError,
+    split_fingerprint,
+)
 from bcc_pipeline.data.split_ledger import LedgerError, split_with_ledger
 from bcc_pipeline.resources import ArtifactsResource, LaunchChecksResource
 from bcc_pipeline.storage import write_parquet
@@ -33,8 +39,8 @@ class SplitConfig(dg.Config):
     val_fraction: float = Field(default=0.2, description="Share for validation (early stopping).")
     test_fraction: float = Field(default=0.1, description="Share held out for the test report.")
     near_duplicate_distance: int = Field(
-        default=6,
-        ge=-1,
+        default=NEAR_DUPLICATE_DISTANCE,
+        ge=IDENTICAL_ONLY,
         le=HASH_BITS - 1,
         description=(
             "Images whose 256-bit perceptual hashes differ in at most this many bits are treated "

@@ -18,6 +18,11 @@ import pandas as pd
 from bcc_pipeline.data.near_duplicates import HASH_BITS, near_duplicate_pairs
 from bcc_pipeline.errors import ConfigError
 
+NEAR_DUPLICATE_DISTANCE = 6
+"""Perceptual-hash bits within which two images are one group: re-encoded or rescaled copies
+differ by 0-6 bits, distinct slices by 8 or more."""
+IDENTICAL_ONLY = -1
+"""near_duplicate_distance that groups byte-identical files only."""
 SPLITS = ("train", "val", "test")
 LEDGER_COLUMNS = ["sha256", "split", "label"]
 CARRIED_OVER, JOINED_GROUP, NEW_GROUP = "carried_over", "joined_group", "new_group"
@@ -57,11 +62,12 @@ def check_fractions(fractions: dict[str, float]) -> None:
         raise SplitConfigError(f"split fractions must sum to 1; got {fractions} (sum {total:g})")
 
 
-def _duplicate_edges(table: pd.DataFrame, near_duplicate_distance: int | None) -> np.ndarray:
+def _duplicate_edges(table: pd.DataFrame, near_duplicate_distance: int) -> np.ndarray:
     """(e, 2) row pairs that belong together: identical bytes, and near-identical pixels
-    (perceptual hashes within near_duplicate_distance bits) unless that is None."""
+    (perceptual hashes within near_duplicate_distance bits) unless that is IDENTICAL_ONLY."""
     edges = []
-    for column in ("sha256",) if near_duplicate_distance is None else ("sha256", "phash"):
+    identical_only = near_duplicate_distance == IDENTICAL_ONLY
+    for column in ("sha256",) if identical_only else ("sha256", "phash"):
         codes, uniques = pd.factorize(table[column], sort=True)
         first_row = _first_rows(codes, len(uniques))
         edges.append(np.stack([np.arange(len(table)), first_row[codes]], axis=1))
@@ -197,13 +203,13 @@ def stratified_group_split(
     manifest: pd.DataFrame,
     fractions: dict[str, float],
     seed: int,
-    near_duplicate_distance: int | None = 6,
+    near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE,
     previous: pd.DataFrame | None = None,
 ) -> SplitResult:
     """Split the `ok` rows of a manifest by class, whole duplicate groups at a time, keeping
     the content listed in `previous` (sha256, split, label) where it was."""
     check_fractions(fractions)
-    if near_duplicate_distance is not None and not 0 <= near_duplicate_distance < HASH_BITS:
+    if not IDENTICAL_ONLY <= near_duplicate_distance < HASH_BITS:
         raise SplitConfigError(
             f"near_duplicate_distance must be -1 (identical files only) or 0 to "
             f"{HASH_BITS - 1} bits; got {near_duplicate_distance}"

@@ -122,8 +122,9 @@ def split_with_ledger(
         previous = read_ledger(path) if path.exists() or in_use == name else None
         settings_changed = in_use is not None and in_use != name
         reference = read_ledger(folder / in_use) if settings_changed else previous
-        distance = None if near_duplicate_distance == -1 else near_duplicate_distance
-        result = stratified_group_split(manifest, fractions, seed, distance, previous)
+        result = stratified_group_split(
+            manifest, fractions, seed, near_duplicate_distance, previous
+        )
         write_parquet(path, result.ledger)
         write_json(
             pointer,

@@ -97,12 +97,7 @@ def _batch_as_fetched(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.T
 class MRIDataModule(pl.LightningDataModule):
     """`batch_size` is what one DataLoader batch holds (a chunk of optimizer batches)."""
 
-    def __init__(
-        self,
-        splits: dict[str, SplitViews],
-        batch_size: int = 16,
-        num_workers: int = 0,
-    ) -> None:
+    def __init__(self, splits: dict[str, SplitViews], batch_size: int, num_workers: int) -> None:
         super().__init__()
         self.splits = splits
         self.batch_size = batch_size
@@ -112,9 +107,9 @@ class MRIDataModule(pl.LightningDataModule):
     def from_tensors(
         cls,
         tensors: TensorSplits,
-        batch_size: int = 16,
-        horizontal_flip: bool = True,
-        num_workers: int = 0,
+        batch_size: int,
+        horizontal_flip: bool,
+        num_workers: int,
     ) -> MRIDataModule:
         splits = {
             split: SplitViews(

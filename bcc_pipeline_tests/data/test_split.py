@@ -88,7 +88,7 @@ def test_near_duplicates_are_grouped(sample_root, tmp_path):
     assert menin.groupby("group").size().eq(2).all()
     assert menin.groupby("group")["split"].nunique().max() == 1
     assert len(result.duplicate_groups) == 12
-    exact_only = stratified_group_split(near, FRACTIONS, seed=0, near_duplicate_distance=None)
+    exact_only = stratified_group_split(near, FRACTIONS, seed=0, near_duplicate_distance=-1)
     assert exact_only.duplicate_groups.empty
 
 
@@ -115,7 +115,7 @@ def test_bad_fractions_are_config_errors(manifest, fractions):
         stratified_group_split(manifest, fractions, seed=0)
 
 
-@pytest.mark.parametrize("distance", [-1, 256])
+@pytest.mark.parametrize("distance", [-2, 256])
 def test_near_duplicate_distance_out_of_range_is_a_config_error(manifest, distance):
     with pytest.raises(SplitConfigError, match="near_duplicate_distance must be"):
         stratified_group_split(manifest, FRACTIONS, seed=0, near_duplicate_distance=distance)

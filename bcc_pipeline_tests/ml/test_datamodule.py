@@ -21,7 +21,7 @@ def test_training_draws_both_views_and_evaluation_only_the_first():
 
 
 def test_flip_only_on_the_training_split_and_no_test_split(sample_tensors):
-    datamodule = MRIDataModule.from_tensors(sample_tensors, batch_size=8, horizontal_flip=True)
+    datamodule = MRIDataModule.from_tensors(sample_tensors, 8, horizontal_flip=True, num_workers=0)
     assert len(datamodule.splits["train"].views) == 2
     assert len(datamodule.splits["val"].views) == 1
     assert "test" not in datamodule.splits, "training never reads the test split"
@@ -29,5 +29,5 @@ def test_flip_only_on_the_training_split_and_no_test_split(sample_tensors):
     assert batch.dtype == torch.uint8 and batch.shape == (8, 3, 32, 32)
     first = torch.from_numpy(np.array(sample_tensors.images("val")[:8]))
     assert torch.equal(batch, first), "val is deterministic and in order"
-    no_flip = MRIDataModule.from_tensors(sample_tensors, horizontal_flip=False)
+    no_flip = MRIDataModule.from_tensors(sample_tensors, 16, horizontal_flip=False, num_workers=0)
     assert len(no_flip.splits["train"].views) == 1
