@@ -41,12 +41,13 @@ class Normalization:
     std: tuple[float, ...] = IMAGENET_STD
 
 
-def _is_local_file(weights: str) -> bool:
+def is_local_file(weights: str) -> bool:
+    """Whether `weights` names a local state-dict file rather than torchvision weights."""
     return "/" in weights or weights.endswith((".pt", ".pth")) or Path(weights).is_file()
 
 
 def _is_pretrained(weights: str) -> bool:
-    return weights.lower() not in NO_WEIGHTS and not _is_local_file(weights)
+    return weights.lower() not in NO_WEIGHTS and not is_local_file(weights)
 
 
 def _weights_enum(backbone: str, weights: str) -> torchvision.models.WeightsEnum:
@@ -171,7 +172,7 @@ def check_backbone(
         _weights_enum(backbone, weights)
     _head_name(model)
     check_trainable_blocks(model, trainable_blocks)
-    if _is_local_file(weights):
+    if is_local_file(weights):
         state_dict = _local_state_dict(weights, mmap=True)  # shapes are all the check reads
         if image_size is not None:
             _load_state_dict(model, state_dict, weights)
@@ -179,7 +180,7 @@ def check_backbone(
 
 def weights_origin(backbone: str, weights: str) -> str:
     """Where the starting weights came from, in words, for the model card."""
-    if _is_local_file(weights):
+    if is_local_file(weights):
         return f"a local state-dict file, {weights}"
     if not _is_pretrained(weights) or backbone == TINY_VIT:
         return "random initialisation (no pretrained weights)"
@@ -265,7 +266,7 @@ def load_backbone(
     overwritten. `empty`: no weights at all (see empty_architecture), for a caller that loads
     its own; `weights` then only decides the architecture's size rules."""
     pretrained = _is_pretrained(weights)
-    local = _is_local_file(weights)
+    local = is_local_file(weights)
     cached = None if empty or local else fetch_weights(backbone, weights)
     normalization = Normalization()
     if empty:

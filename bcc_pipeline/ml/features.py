@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits, read_rows
-from bcc_pipeline.ml.backbones import NO_WEIGHTS
+from bcc_pipeline.ml.backbones import NO_WEIGHTS, is_local_file
 from bcc_pipeline.ml.datamodule import TRAINING_SPLITS, SplitViews, view_mirrors
 from bcc_pipeline.ml.network import ClassifierNet, inference_batch_size, inference_copy
 from bcc_pipeline.storage import allocated_npy, reused_or_filled
@@ -44,9 +44,9 @@ def feature_store_key(
     depend on the seed; a local weights file on its size and modification time."""
     if weights.lower() in NO_WEIGHTS:
         identity = f"random init, seed {seed}"
-    elif Path(weights).expanduser().is_file():
-        stat = Path(weights).expanduser().stat()
-        identity = f"{Path(weights).expanduser().resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    elif is_local_file(weights):  # the network was built from it, so it is there
+        file = Path(weights).expanduser().resolve()
+        identity = f"{file}:{file.stat().st_size}:{file.stat().st_mtime_ns}"
     else:
         identity = weights
     parts = [
