@@ -182,13 +182,9 @@ def check_data_dir(dataset: DatasetResource) -> None:
             setting="data_dir",
         )
     if not dataset.path.is_dir():
-        raise ConfigError(
-            f"data folder {str(dataset.path)!r} does not exist. Download the Kaggle 'Brain "
-            "Cancer - MRI dataset' (doi:10.17632/mk56jw9rns.1) and unzip it there, or generate "
-            "a synthetic sample with `bcc-pipeline sample-data DIR`; then set data_dir (or "
-            "BCC_DATA_DIR).",
-            setting="data_dir",
-        )
+        from bcc_pipeline.data.manifest import missing_data_dir
+
+        raise ConfigError(missing_data_dir(dataset.path), setting="data_dir")
 
 
 def check_artifacts_outside_data(data_dir: Path, artifacts_root: Path) -> None:

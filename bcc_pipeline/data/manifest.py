@@ -254,6 +254,16 @@ def _label(row: dict, path: Path, classes: dict[Path, str]) -> dict:
     }
 
 
+def missing_data_dir(data_dir: Path) -> str:
+    """What to do about a data folder that is not there."""
+    return (
+        f"data folder {printable(str(data_dir))!r} does not exist. Download the Kaggle 'Brain "
+        "Cancer - MRI dataset' (doi:10.17632/mk56jw9rns.1) and unzip it there, or generate a "
+        "synthetic sample with `bcc-pipeline sample-data DIR`; then set data_dir (or "
+        "BCC_DATA_DIR)."
+    )
+
+
 def scan_folder(
     data_dir: Path | str,
     workers: int | None = None,
@@ -265,12 +275,7 @@ def scan_folder(
     bytes: they are not read."""
     data_dir = Path(data_dir).expanduser().resolve()
     if not data_dir.is_dir():
-        raise DataFolderError(
-            f"data_dir {printable(str(data_dir))!r} does not exist. Download the Kaggle 'Brain "
-            "Cancer - MRI dataset' (doi:10.17632/mk56jw9rns.1) and unzip it there, or generate a "
-            "synthetic sample with `bcc-pipeline sample-data DIR`; then set "
-            "resources.dataset.config.data_dir."
-        )
+        raise DataFolderError(missing_data_dir(data_dir))
     files, unlistable, not_files = list_files(data_dir)
     if data_dir in unlistable:
         raise DataFolderError(
