@@ -10,6 +10,8 @@ import re
 import shutil
 from pathlib import Path
 
+from bcc_pipeline.storage import is_locked
+
 RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 LIVE_RUNS = ".live_runs"
 """Under the artifacts root: one empty lock file per run, locked while a process of the run
@@ -32,19 +34,9 @@ def hold_run_lock(root: Path, run_id: str) -> None:
 
 
 def is_live(root: Path, run_id: str) -> bool:
-    """Whether a process of `run_id` holds its lock under `root` (see hold_run_lock)."""
-    path = root / LIVE_RUNS / f"{run_id}.lock"
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(descriptor)  # the file stays: a step of the run starting now may be opening it
-    return False
+    """Whether a process of `run_id` holds its lock under `root` (see hold_run_lock). The lock
+    file stays when the run ends: a step of the run starting now may be opening it."""
+    return is_locked(root / LIVE_RUNS / f"{run_id}.lock")
 
 
 def prune_old_entries(

@@ -272,7 +272,7 @@ def remove_stale_temp_files(
             if len(relative) > 2 and relative[1] in active_run_ids:
                 continue
             inside = list(entry.rglob("*")) if entry.is_dir() else []
-            if any(_modified_after(p, cutoff) or _is_locked(p) for p in [entry, *inside]):
+            if any(_modified_after(p, cutoff) or is_locked(p) for p in [entry, *inside]):
                 continue
             if entry.is_dir():
                 shutil.rmtree(entry, ignore_errors=True)
@@ -290,16 +290,20 @@ def _modified_after(path: Path, cutoff: float) -> bool:
         return False
 
 
-def _is_locked(path: Path) -> bool:
-    """Whether another open file holds a lock on `path` (a folder is never locked here)."""
+def is_locked(path: Path) -> bool:
+    """Whether some process holds a lock, shared or exclusive, on the file `path`. No such file
+    (or a folder) is not locked; a file this process cannot open counts as locked, so that
+    whatever asks leaves it alone."""
     if not path.is_file():
         return False
     try:
         fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
     except OSError:
-        return True  # cannot even look: leave it alone
+        return True
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
