@@ -6,7 +6,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from bcc_pipeline.data.manifest import OUTSIDE_CLASS_FOLDERS
+from bcc_pipeline.data.manifest import OK, OUTSIDE_CLASS_FOLDERS
 from bcc_pipeline.data.split import SPLITS
 from bcc_pipeline.ml.promotion import accuracy_gate
 from bcc_pipeline.resources import QualityGatesResource
@@ -19,7 +19,7 @@ def enough_images_per_class(
     raw_image_manifest: str, quality: QualityGatesResource
 ) -> dg.AssetCheckResult:
     manifest = pd.read_parquet(raw_image_manifest)
-    counts = manifest[manifest["status"] == "ok"].groupby("label").size()
+    counts = manifest[manifest["status"] == OK].groupby("label").size()
     short = counts[counts < quality.min_images_per_class]
     return dg.AssetCheckResult(
         passed=short.empty,
@@ -36,7 +36,7 @@ def rejected_fraction_is_small(
     raw_image_manifest: str, quality: QualityGatesResource
 ) -> dg.AssetCheckResult:
     manifest = pd.read_parquet(raw_image_manifest)
-    fraction = float((manifest["status"] != "ok").mean())
+    fraction = float((manifest["status"] != OK).mean())
     return dg.AssetCheckResult(
         passed=fraction <= quality.max_rejected_fraction,
         severity=WARN,

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bcc_pipeline.data.images import SYNTHETIC_MARK
 from bcc_pipeline.storage import UnwritableDirError, atomic_path, check_writable_dir, work_dir
 
 CLASS_FOLDERS: tuple[str, ...] = ("brain_glioma", "brain_menin", "brain_tumor")
@@ -29,9 +30,6 @@ the smallest model input); one 4096 px slice already takes 1.3 GB of memory to d
 # that mean brightness carries no class information.
 _REFERENCE_MEAN = 0.22
 _JPEG_QUALITY = 90
-SYNTHETIC_MARK = b"bcc_pipeline synthetic sample: drawn by a program, not a medical image"
-"""The comment of every generated JPEG: the image says it is synthetic wherever it is copied,
-and the manifest records it (column `synthetic`), so that reports and model cards can say so."""
 
 
 class OccupiedFolderError(ValueError):

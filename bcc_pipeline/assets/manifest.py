@@ -6,6 +6,7 @@ import dagster as dg
 
 from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
 from bcc_pipeline.data.manifest import (
+    OK,
     OUTSIDE_CLASS_FOLDERS,
     DataFolderError,
     require_usable,
@@ -59,8 +60,8 @@ def raw_image_manifest(
     write_parquet(path, manifest)
 
     by_status = manifest["status"].value_counts()
-    usable = manifest[manifest["status"] == "ok"]
-    rejected = manifest[manifest["status"] != "ok"]
+    usable = manifest[manifest["status"] == OK]
+    rejected = manifest[manifest["status"] != OK]
     outside = manifest[manifest["status"] == OUTSIDE_CLASS_FOLDERS]
     context.log.info(f"scanned {len(manifest)} files in {seconds:.1f}s: {by_status.to_dict()}")
     if not outside.empty:

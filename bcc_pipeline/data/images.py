@@ -38,6 +38,9 @@ uncompressed TIFF 32 MiB."""
 SNIFF_BYTES = 132
 """Enough for every signature in sniff_format and for DICOM's (at offset 128)."""
 PHASH_SIZE = 16
+SYNTHETIC_MARK = b"bcc_pipeline synthetic sample: drawn by a program, not a medical image"
+"""The comment of every generated JPEG: the image says it is synthetic wherever it is copied,
+and the manifest records it (column `synthetic`), so that reports and model cards can say so."""
 
 EMPTY, NOT_AN_IMAGE, UNREADABLE, TOO_LARGE = "empty", "not_an_image", "unreadable", "too_large"
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from bcc_pipeline.data.images import (
     DEFAULT_MAX_FILE_BYTES,
+    SYNTHETIC_MARK,
     UNREADABLE,
     ImageRejected,
     decode_image,
@@ -21,7 +22,6 @@ from bcc_pipeline.data.images import (
     read_image_file,
 )
 from bcc_pipeline.data.parallel import parallel_map
-from bcc_pipeline.sample_data import SYNTHETIC_MARK
 
 MANIFEST_COLUMNS = [
     "path",
@@ -39,6 +39,8 @@ MANIFEST_COLUMNS = [
 ]
 OS_FILE_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini", "ehthumbs.db", "icon\r"})
 HASH_DRAFT_SIZE = 128
+OK, OS_FILE = "ok", "os_file"
+"""A usable image; a file the operating system keeps (Thumbs.db, .DS_Store): not data."""
 BAD_NAME, OUTSIDE_CLASS_FOLDERS = "bad_name", "outside_class_folders"
 
 
@@ -216,7 +218,7 @@ def inspect_file(path: Path, data_dir: Path, max_file_bytes: int) -> dict:
             "rename it, e.g. with `convmv -f cp1252 -t utf-8 -r --notest DIR`",
         }
     if path.name.lower() in OS_FILE_NAMES or path.name.startswith("._"):
-        return {**row, "status": "os_file", "error": "operating-system metadata file"}
+        return {**row, "status": OS_FILE, "error": "operating-system metadata file"}
     try:
         row["bytes"] = path.stat().st_size
         data = read_image_file(path, max_file_bytes)
@@ -233,7 +235,7 @@ def inspect_file(path: Path, data_dir: Path, max_file_bytes: int) -> dict:
         "height": image.height,
         "mode": image.mode,
         "phash": perceptual_hash(image.rgb),
-        "status": "ok",
+        "status": OK,
         "synthetic": image.comment == SYNTHETIC_MARK,
     }
 
@@ -242,7 +244,7 @@ def _label(row: dict, path: Path, classes: dict[Path, str]) -> dict:
     """The row with the label of its class folder; an image outside every class folder is
     rejected, saying where the classes are."""
     row = {**row, "label": classes.get(path.parent, "")}
-    if row["status"] != "ok" or row["label"]:
+    if row["status"] != OK or row["label"]:
         return row
     names = sorted(set(classes.values()))
     where = f"the class folders ({', '.join(names)})" if names else "a class folder"
@@ -286,7 +288,7 @@ def scan_folder(
     rows = parallel_map(
         partial(inspect_file, data_dir=data_dir, max_file_bytes=max_file_bytes), files, workers
     )
-    images = [path for path, row in zip(files, rows, strict=True) if row["status"] == "ok"]
+    images = [path for path, row in zip(files, rows, strict=True) if row["status"] == OK]
     classes = find_class_folders(data_dir, files, images, class_folders)
     rows = [_label(row, path, classes) for path, row in zip(files, rows, strict=True)]
     rows += [
@@ -319,7 +321,7 @@ def _unreadable_row(relative: str, error: str) -> dict:
 
 def require_usable(manifest: pd.DataFrame, data_dir: Path | str) -> None:
     """Stop with a clear message when the folder cannot train a classifier at all."""
-    usable = manifest[manifest["status"] == "ok"]
+    usable = manifest[manifest["status"] == OK]
     if usable.empty:
         statuses = manifest["status"].value_counts().to_dict()
         raise DataFolderError(

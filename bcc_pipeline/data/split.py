@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from bcc_pipeline.data.manifest import OK
 from bcc_pipeline.data.near_duplicates import HASH_BITS, near_duplicate_pairs
 from bcc_pipeline.errors import ConfigError
 
@@ -215,7 +216,7 @@ def stratified_group_split(
             f"{HASH_BITS - 1} bits; got {near_duplicate_distance}"
         )
     previous = _previous_assignment(previous)
-    usable = manifest[manifest["status"] == "ok"]
+    usable = manifest[manifest["status"] == OK]
     usable = usable.sort_values(["sha256", "path"], kind="stable").reset_index(drop=True)
     edges = _duplicate_edges(usable, near_duplicate_distance)
     usable["group"] = _group_names(usable["sha256"], _components(len(usable), edges))
