@@ -22,7 +22,8 @@ from bcc_pipeline.ml.overlays import overlay_panel, panel_grid, save_png
 
 EXPLAINED_PER_CLASS = 2
 MAX_MISCLASSIFIED_EXPLAINED = 10
-SEED = 0
+SAMPLE_SEED = 0
+"""Seeds the choice of which test images are explained, so that reruns explain the same ones."""
 
 
 class ExplanationUnavailableError(ValueError):
@@ -218,7 +219,7 @@ def explain_examples(
     it gave them."""
     confidence, predictions = probabilities.max(dim=1)
     chosen = examples_to_explain(
-        labels, predictions.numpy(), EXPLAINED_PER_CLASS, MAX_MISCLASSIFIED_EXPLAINED, SEED
+        labels, predictions.numpy(), EXPLAINED_PER_CLASS, MAX_MISCLASSIFIED_EXPLAINED, SAMPLE_SEED
     )
     captions = [
         explanation_caption(

@@ -25,7 +25,8 @@ IN_MEMORY_LIMIT_BYTES = 256 * 1024**2
 """Caches larger than this stay memory-mapped files; smaller ones are read into RAM."""
 PENDING_BYTES = 64 * 1024**2
 """Accelerator outputs gathered before one copy back to the host."""
-FORMAT = 1
+STORE_FORMAT = 1
+"""Bump when the layout of a feature store changes: stores of the old layout are not read."""
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def feature_store_key(
     else:
         identity = weights
     parts = [
-        FORMAT,
+        STORE_FORMAT,
         split_fingerprint,
         image_size,
         backbone,
