@@ -100,7 +100,7 @@ def test_validation_accuracy_must_beat_chance_by_an_image(tmp_path, best_val_acc
     assert checks.validation_accuracy_above_chance(path).passed is passed
 
 
-def test_report_floor(tmp_path):
+def test_accuracy_below_the_floor_fails_the_check_and_says_why(tmp_path):
     path = tmp_path / "report.json"
     path.write_text(json.dumps({"accuracy": 0.75}))
     assert checks.accuracy_meets_floor(str(path), QualityGatesResource(accuracy_floor=0.7)).passed

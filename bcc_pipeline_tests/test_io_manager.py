@@ -56,8 +56,11 @@ def test_a_run_reads_its_own_value_when_another_run_writes_the_same_asset_meanwh
     assert result.output_for_node("last") == a
 
 
-def test_dagsters_default_io_manager_would_read_the_other_runs_value(tmp_path):
-    """The failure the run-scoped values prevent, shown on Dagster's default."""
+def test_the_interleaving_harness_shows_a_shared_io_manager_reading_the_other_runs_value(
+    tmp_path,
+):
+    """The control for the test above: on Dagster's default the same interleaving gives the
+    other run's value, so that test passing means the run-scoped values prevent it."""
     instance = dg.DagsterInstance.ephemeral()
     io_manager = dg.FilesystemIOManager(base_dir=instance.storage_directory())
     a, b = _written(tmp_path, "A"), _written(tmp_path, "B")

@@ -295,6 +295,7 @@ def test_a_data_dir_that_is_a_file_is_said_to_be_one(tmp_path):
 def test_two_cpu_devices_written_as_a_yaml_integer_give_two_processes():
     device = AcceleratorResource(accelerator="cpu", devices=2, strategy="ddp").trainer_device()
     assert device.world_size == 2 and device.devices == 2
+    assert device.strategy == "ddp_spawn", "two processes started from inside the run"
 
 
 def test_resource_settings_out_of_range_are_launch_problems(tmp_path):
