@@ -17,7 +17,6 @@ from bcc_pipeline.assets.common import (
     markdown_table,
     user_errors,
 )
-from bcc_pipeline.assets.report import PREDICTIONS_FILE
 from bcc_pipeline.assets.split import SPLIT_FILE
 from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.errors import ConfigError
@@ -134,6 +133,7 @@ def production_model(
     from filelock import FileLock
 
     from bcc_pipeline.ml.plots import promotion_history_plot
+    from bcc_pipeline.ml.report_folder import PREDICTIONS_FILE
 
     folder = artifacts.path / "production_model"
     folder.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,12 @@ from filelock import FileLock
 
 from bcc_pipeline import checks
 from bcc_pipeline.assets.promotion import HISTORY_FILE, POINTER_FILE, production_model
-from bcc_pipeline.assets.report import PREDICTIONS_FILE
 from bcc_pipeline.data.manifest import scan_folder
 from bcc_pipeline.data.split import split_fingerprint
 from bcc_pipeline.data.tensors import TensorSplits, write_tensor_splits
 from bcc_pipeline.ml.checkpoint import read_checkpoint, save_checkpoint
 from bcc_pipeline.ml.network import build_network
+from bcc_pipeline.ml.report_folder import PREDICTIONS_FILE
 from bcc_pipeline.resources import QualityGatesResource
 from bcc_pipeline.storage import write_parquet
 from bcc_pipeline_tests.assets.conftest import resources

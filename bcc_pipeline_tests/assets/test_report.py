@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bcc_pipeline.assets.report import PREDICTIONS_FILE
 from bcc_pipeline.assets.report import test_metrics_report as report_asset
 from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.checkpoint import read_checkpoint
+from bcc_pipeline.ml.report_folder import PREDICTIONS_FILE
 from bcc_pipeline.storage import write_parquet
 from bcc_pipeline_tests.assets.conftest import materialization, resources
 from bcc_pipeline_tests.conftest import (
