@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections import Counter, deque
 from collections.abc import Sequence
 from functools import partial
@@ -38,6 +39,14 @@ MANIFEST_COLUMNS = [
     "synthetic",
 ]
 OS_FILE_NAMES = frozenset({"thumbs.db", ".ds_store", "desktop.ini", "ehthumbs.db", "icon\r"})
+METADATA_FOLDER_NAMES = frozenset(
+    {"__macosx", "$recycle.bin", "system volume information", "#recycle", "#snapshot"}
+)
+"""Folders that operating systems, NAS boxes and tools keep beside data (besides those whose
+name starts with `.` or `@`: .Trash-1000, .git, Synology's @eaDir thumbnails)."""
+MAX_OUTSIDE_SHARE = 0.1
+"""Found class folders that leave more than this share of the images outside them are a guess,
+not a finding: the layout has more than one level of folders to choose from."""
 HASH_DRAFT_SIZE = 128
 OK, OS_FILE = "ok", "os_file"
 """A usable image; a file the operating system keeps (Thumbs.db, .DS_Store): not data."""
@@ -159,27 +168,72 @@ def printable(name: str) -> str:
 
 
 def find_class_folders(
-    data_dir: Path, files: list[Path], images: list[Path], named: Sequence[str] = ()
+    data_dir: Path, files: list[Path], statuses: Sequence[str], named: Sequence[str] = ()
 ) -> dict[Path, str]:
-    """Class folder -> label (its name). A class folder is a folder that directly holds images.
+    """Class folder -> label (its name). Files anywhere beneath a class folder belong to it.
 
     With `named` (paths relative to data_dir, or their last components: `brain_glioma`), exactly
-    those folders. Otherwise the sub-folders holding decoded `images` of the one folder whose
-    sub-folders hold the most: a stray image beside or above the class folders, or a few in a
-    folder elsewhere, is reported as outside them instead of silently becoming a class."""
+    those folders. Otherwise the folders that directly hold the decoded images of the one folder
+    whose sub-folders hold the most, and beside them every folder holding data files but no
+    decodable image (a class of DICOMs must fail, not vanish). A stray image beside or above the
+    class folders, or a few in a folder elsewhere, is reported as outside them; when more than
+    MAX_OUTSIDE_SHARE of the images would be, the layout is ambiguous and the error says how to
+    name the class folders."""
     if named:
-        folders = sorted({path.parent for path in files if path.parent != data_dir})
+        folders = sorted(
+            {folder for path in files for folder in path.parents if data_dir in folder.parents}
+        )
         chosen = [_named_folder(data_dir, folders, name) for name in named]
     else:
-        holding = Counter(path.parent for path in images if path.parent != data_dir)
-        per_parent: Counter[Path] = Counter()
-        for folder, count in holding.items():
-            per_parent[folder.parent] += count
-        if not per_parent:
-            return {}
-        parent = min(per_parent, key=lambda folder: (-per_parent[folder], str(folder)))
-        chosen = [folder for folder in holding if folder.parent == parent]
-    return {folder: printable(folder.name) for folder in chosen}
+        chosen = _found_class_folders(data_dir, files, statuses)
+    classes = {folder: printable(folder.name) for folder in chosen}
+    _refuse_look_alike_names(sorted(set(classes.values())))
+    return classes
+
+
+def _found_class_folders(data_dir: Path, files: list[Path], statuses: Sequence[str]) -> list[Path]:
+    images = [path for path, status in zip(files, statuses, strict=True) if status == OK]
+    holding = Counter(path.parent for path in images if path.parent != data_dir)
+    per_parent: Counter[Path] = Counter()
+    for folder, count in holding.items():
+        per_parent[folder.parent] += count
+    if not per_parent:
+        return []
+    parent = min(per_parent, key=lambda folder: (-per_parent[folder], str(folder)))
+    data_files = [p for p, status in zip(files, statuses, strict=True) if status != OS_FILE]
+    chosen = sorted({path.parent for path in data_files if path.parent.parent == parent})
+    outside = [path for path in images if parent not in path.parents]
+    if len(outside) > MAX_OUTSIDE_SHARE * len(images):
+        parents = ", ".join(
+            f"{printable(folder.relative_to(data_dir).as_posix() or '.')}/ ({count})"
+            for folder, count in per_parent.most_common(6)
+        )
+        raise DataFolderError(
+            f"cannot tell which folders are the classes: the folders that hold images sit in "
+            f"several places (images per place: {parents}), so taking those under one place "
+            f"would leave {len(outside)} of {len(images)} images out, e.g. "
+            f"{printable(outside[0].relative_to(data_dir).as_posix())!r}. Name the class "
+            "folders in resources.dataset.config.class_folders: files anywhere beneath a named "
+            "folder count (class/patient/slice layouts), and folders named alike in several "
+            "places (Training/glioma, Testing/glioma) can each be named by their path and "
+            "share their class."
+        )
+    return chosen
+
+
+def _refuse_look_alike_names(labels: list[str]) -> None:
+    """Labels that differ only in case, spaces or Unicode form are one class split in two (a
+    folder renamed on another system) and would print alike in every report."""
+    by_key: dict[str, list[str]] = {}
+    for label in labels:
+        key = unicodedata.normalize("NFKC", label).strip().casefold()
+        by_key.setdefault(key, []).append(label)
+    alike = [names for names in by_key.values() if len(names) > 1]
+    if alike:
+        raise DataFolderError(
+            f"class folders {' and '.join(repr(name) for name in alike[0])} differ only in "
+            "case, spaces or Unicode form: merge them into one folder, or rename one"
+        )
 
 
 def _named_folder(data_dir: Path, folders: list[Path], name: str) -> Path:
@@ -219,6 +273,13 @@ def inspect_file(path: Path, data_dir: Path, max_file_bytes: int) -> dict:
         }
     if path.name.lower() in OS_FILE_NAMES or path.name.startswith("._"):
         return {**row, "status": OS_FILE, "error": "operating-system metadata file"}
+    folder = _metadata_folder(PurePosixPath(relative).parts[:-1])
+    if folder is not None:
+        return {
+            **row,
+            "status": OS_FILE,
+            "error": f"inside {folder}, a folder an operating system, a NAS or a tool keeps",
+        }
     try:
         row["bytes"] = path.stat().st_size
         data = read_image_file(path, max_file_bytes)
@@ -240,10 +301,26 @@ def inspect_file(path: Path, data_dir: Path, max_file_bytes: int) -> dict:
     }
 
 
+def _metadata_folder(folders: Sequence[str]) -> str | None:
+    """The first of these folder names that is not data but metadata, if any."""
+    for name in folders:
+        if name.startswith((".", "@")) or name.lower() in METADATA_FOLDER_NAMES:
+            return name
+    return None
+
+
+def _class_of(path: Path, classes: dict[Path, str]) -> str:
+    """The label of the class folder `path` lies beneath, at any depth; empty if none."""
+    for folder in path.parents:
+        if folder in classes:
+            return classes[folder]
+    return ""
+
+
 def _label(row: dict, path: Path, classes: dict[Path, str]) -> dict:
     """The row with the label of its class folder; an image outside every class folder is
     rejected, saying where the classes are."""
-    row = {**row, "label": classes.get(path.parent, "")}
+    row = {**row, "label": _class_of(path, classes)}
     if row["status"] != OK or row["label"]:
         return row
     names = sorted(set(classes.values()))
@@ -288,8 +365,8 @@ def scan_folder(
     rows = parallel_map(
         partial(inspect_file, data_dir=data_dir, max_file_bytes=max_file_bytes), files, workers
     )
-    images = [path for path, row in zip(files, rows, strict=True) if row["status"] == OK]
-    classes = find_class_folders(data_dir, files, images, class_folders)
+    statuses = [row["status"] for row in rows]
+    classes = find_class_folders(data_dir, files, statuses, class_folders)
     rows = [_label(row, path, classes) for path, row in zip(files, rows, strict=True)]
     rows += [
         _unreadable_row(
@@ -327,6 +404,18 @@ def require_usable(manifest: pd.DataFrame, data_dir: Path | str) -> None:
         raise DataFolderError(
             f"no readable images under {printable(str(data_dir))!r} ({len(manifest)} files: "
             f"{statuses}). Images must sit in one folder per class, e.g. brain_glioma/*.jpg."
+        )
+    classes = sorted(set(manifest["label"]) - {""})
+    without_images = [label for label in classes if label not in set(usable["label"])]
+    if without_images:
+        label = without_images[0]
+        rows = manifest[manifest["label"] == label]
+        raise DataFolderError(
+            f"class folder {label!r} holds {len(rows)} files but no readable image "
+            f"({rows['status'].value_counts().to_dict()}; e.g. {rows['path'].iloc[0]!r}: "
+            f"{rows['error'].iloc[0]}). Convert them to PNG or JPEG; if {label!r} is not a "
+            "class, move it out of the data folder or name the class folders in "
+            "resources.dataset.config.class_folders."
         )
     labels = sorted(usable["label"].unique())
     if len(labels) < 2:

@@ -226,6 +226,7 @@ def stratified_group_split(
 
     keep = ~decided["assignment"].isin(EXCLUDED).to_numpy()
     kept = usable[keep].reset_index(drop=True)
+    _check_every_class_kept(usable, kept)
     renumber = np.cumsum(keep) - 1
     kept_edges = renumber[edges[keep[edges[:, 0]] & keep[edges[:, 1]]]]
     kept["group"] = _group_names(kept["sha256"], _components(len(kept), kept_edges))
@@ -252,6 +253,22 @@ def stratified_group_split(
         duplicate_groups=_duplicate_summary(kept),
         ledger=ledger,
     )
+
+
+def _check_every_class_kept(usable: pd.DataFrame, kept: pd.DataFrame) -> None:
+    """A class whose every image is left out (its content also lies in another class folder)
+    would vanish from the model without a word."""
+    lost = sorted(set(usable["label"]) - set(kept["label"]))
+    if lost:
+        rows = usable[usable["label"] == lost[0]]
+        example = rows.iloc[0]
+        others = sorted(set(usable.loc[usable["group"] == example["group"], "label"]) - {lost[0]})
+        raise SplitConfigError(
+            f"class {lost[0]!r} has no image left: each of its {len(rows)} images has the "
+            f"content of an image of {', '.join(others)} too (e.g. {example['path']!r}), so "
+            "its label is in doubt and it is left out. Were files copied into two class "
+            "folders? Keep each image in one."
+        )
 
 
 def _check_groups_hold_together(kept: pd.DataFrame) -> None:

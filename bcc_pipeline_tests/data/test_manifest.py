@@ -366,3 +366,111 @@ def test_a_linked_folder_that_cannot_be_listed_is_a_row(sample_root, tmp_path, m
     row = manifest.loc["brain_tumor/"]
     assert row["status"] == "unreadable" and len(manifest) == 61
     assert row["error"].startswith("cannot list this folder (Permission denied)")
+
+
+def _copy_classes(sample_root: Path, root: Path, folders: dict[str, str], per_class: int) -> None:
+    """`per_class` sample images of each class (glioma, menin, tumor) into root/<folder>."""
+    for label, folder in folders.items():
+        target = root / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for image in sorted((sample_root / KAGGLE_SUBDIR / f"brain_{label}").glob("*.jpg"))[
+            :per_class
+        ]:
+            shutil.copy(image, target / image.name)
+
+
+DICOM = bytes(128) + b"DICM" + bytes(64)
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_a_class_folder_without_one_readable_image_fails_instead_of_vanishing(
+    sample_root, tmp_path, named
+):
+    root = tmp_path / "data"
+    _copy_classes(sample_root, root, {"glioma": "glioma", "menin": "menin"}, 5)
+    (root / "tumor").mkdir()
+    for number in range(3):
+        (root / "tumor" / f"slice{number}.dcm").write_bytes(DICOM)
+    manifest = scan_folder(root, class_folders=["glioma", "menin", "tumor"] if named else ())
+    assert set(manifest.loc[manifest["path"].str.startswith("tumor/"), "label"]) == {"tumor"}
+    with pytest.raises(DataFolderError) as refused:
+        require_usable(manifest, root)
+    said = str(refused.value)
+    assert said.startswith("class folder 'tumor' holds 3 files but no readable image")
+    assert "'not_an_image': 3" in said and "a DICOM file" in said
+
+
+def test_files_in_metadata_folders_are_os_files_and_never_classes(sample_root, tmp_path):
+    root = tmp_path / "data"
+    _copy_classes(sample_root, root, {"glioma": "glioma", "menin": "menin"}, 4)
+    thumbnail = next((root / "glioma").glob("*.jpg")).read_bytes()
+    debris = [
+        f"{folder}/@eaDir/img{number}.jpg/SYNOPHOTO_THUMB_S.jpg"
+        for folder in ("glioma", "menin")
+        for number in range(6)
+    ] + ["__MACOSX/glioma/._a.jpg", ".Trash-1000/files/old.jpg", "#recycle/menin/x.jpg"]
+    for path in debris:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(thumbnail)
+    manifest = scan_folder(root).set_index("path")
+    assert set(manifest.loc[debris, "status"]) == {"os_file"}
+    assert (
+        "@eaDir, a folder an operating system, a NAS or a tool keeps"
+        in (manifest.loc[debris[0], "error"])
+    )
+    assert sorted(manifest.loc[manifest["status"] == "ok", "label"].unique()) == ["glioma", "menin"]
+
+
+def test_a_class_patient_slice_layout_is_refused_unless_its_class_folders_are_named(
+    sample_root, tmp_path
+):
+    root = tmp_path / "data"
+    for label in ("glioma", "menin", "tumor"):
+        for patient in ("patient_00", "patient_01"):
+            _copy_classes(sample_root, root, {label: f"{label}/{patient}"}, 4)
+    with pytest.raises(DataFolderError) as refused:
+        scan_folder(root)
+    said = str(refused.value)
+    assert said.startswith("cannot tell which folders are the classes")
+    assert "glioma/ (8), menin/ (8), tumor/ (8)" in said and "would leave 16 of 24" in said
+    manifest = scan_folder(root, class_folders=["glioma", "menin", "tumor"])
+    assert (manifest["status"] == "ok").all()
+    assert manifest.groupby("label").size().to_dict() == {"glioma": 8, "menin": 8, "tumor": 8}
+
+
+def test_class_folders_of_a_pre_split_dataset_are_named_by_path_and_share_their_class(
+    sample_root, tmp_path
+):
+    root = tmp_path / "data"
+    for part, count in (("Training", 6), ("Testing", 3)):
+        _copy_classes(sample_root, root, {"glioma": f"{part}/glioma", "menin": f"{part}/menin"}, 1)
+        for label in ("glioma", "menin"):  # distinct files per part
+            for number in range(count):
+                source = next((root / part / label).glob("*.jpg"))
+                shutil.copy(source, root / part / label / f"{number}_{source.name}")
+    with pytest.raises(DataFolderError, match="cannot tell which folders are the classes"):
+        scan_folder(root)
+    named = [f"{part}/{label}" for part in ("Training", "Testing") for label in ("glioma", "menin")]
+    manifest = scan_folder(root, class_folders=named)
+    assert (manifest["status"] == "ok").all()
+    assert manifest.groupby("label").size().to_dict() == {"glioma": 11, "menin": 11}
+
+
+@pytest.mark.parametrize(
+    ("menin", "twin"),
+    [
+        ("brain_menin", "brain_menin "),
+        ("brain_menin", "Brain_Menin"),
+        ("m\u00e9ningiome", "me\u0301ningiome"),  # é composed, and e + combining accent
+        ("brain_menin", "\uff42rain_menin"),  # a full-width b
+    ],
+)
+def test_class_folders_named_alike_are_refused_as_one_class_split_in_two(
+    sample_root, tmp_path, menin, twin
+):
+    root = tmp_path / "data"
+    _copy_classes(sample_root, root, {"glioma": "brain_glioma", "menin": menin}, 3)
+    _copy_classes(sample_root, root, {"tumor": twin}, 3)
+    assert len(list(root.iterdir())) == 3
+    with pytest.raises(DataFolderError, match="differ only in case, spaces or Unicode form"):
+        scan_folder(root)

@@ -330,3 +330,16 @@ def test_near_duplicates_assigned_to_two_splits_by_earlier_runs_are_a_clear_erro
     previous = _ledger_with(first, {a: "train", b: "test"})
     with pytest.raises(SplitConfigError, match="earlier runs assigned to different splits"):
         stratified_group_split(manifest, FRACTIONS, seed=0, previous=previous)
+
+
+def test_a_class_whose_every_image_is_also_in_another_class_folder_is_said_not_dropped(manifest):
+    menin = manifest[manifest["label"] == "brain_menin"]
+    copied = menin.assign(
+        label="brain_tumor", path=menin["path"].str.replace("brain_menin", "brain_tumor")
+    )
+    without_tumor = manifest[manifest["label"] != "brain_tumor"]
+    with pytest.raises(SplitConfigError) as refused:
+        stratified_group_split(pd.concat([without_tumor, copied]), FRACTIONS, seed=0)
+    said = str(refused.value)
+    assert said.startswith("class 'brain_menin' has no image left: each of its 30 images")
+    assert "has the content of an image of brain_tumor too" in said
