@@ -151,7 +151,8 @@ class QualityGatesResource(dg.ConfigurableResource):
     )
     max_rejected_fraction: float = Field(
         default=0.05,
-        description="Largest share of files the manifest may reject (warns).",
+        description="Largest share of data files (not operating-system files) the manifest may "
+        "reject (warns).",
     )
     split_tolerance: float = Field(
         default=0.05,

@@ -34,13 +34,32 @@ def test_manifest_checks(messy_root, tmp_path):
     assert enough.passed and enough.metadata["fewest"].value == 30
     too_few = checks.enough_images_per_class(path, QualityGatesResource(min_images_per_class=40))
     assert not too_few.passed
-    rejected = checks.rejected_fraction_is_small(path, QualityGatesResource())
-    assert not rejected.passed, "6 of 99 files rejected is above 5%"
-    assert rejected.severity == dg.AssetCheckSeverity.WARN
+    statuses = pd.read_parquet(path)["status"]
+    data = statuses[statuses != "os_file"]
+    fraction = (data != "ok").mean()
+    assert (data != "ok").sum() == 4 and len(data) < len(statuses), "the messy folder"
+    strict = checks.rejected_fraction_is_small(
+        path, QualityGatesResource(max_rejected_fraction=0.03)
+    )
+    assert not strict.passed and strict.metadata["rejected_fraction"].value == fraction
+    assert strict.severity == dg.AssetCheckSeverity.WARN
     lenient = checks.rejected_fraction_is_small(
-        path, QualityGatesResource(max_rejected_fraction=0.1)
+        path, QualityGatesResource(max_rejected_fraction=0.05)
     )
     assert lenient.passed
+
+
+def test_operating_system_files_do_not_count_as_rejected_data(messy_root, tmp_path):
+    before = checks.rejected_fraction_is_small(
+        _manifest(messy_root, tmp_path), QualityGatesResource()
+    )
+    root, _ = messy_root
+    for image in list(root.rglob("*.jpg"))[:50]:  # a Mac zip's twin of each image
+        (image.parent / f"._{image.name}").write_bytes(b"\x00\x05\x16\x07")
+    after = checks.rejected_fraction_is_small(
+        _manifest(messy_root, tmp_path), QualityGatesResource()
+    )
+    assert after.metadata["rejected_fraction"] == before.metadata["rejected_fraction"]
 
 
 def test_split_checks_pass_on_a_real_split(sample_root, tmp_path):
