@@ -13,10 +13,10 @@ from bcc_pipeline.errors import ConfigError
 
 
 def read_run_config(path: Path | str, name: str) -> dict[str, Any]:
-    """The YAML mapping in `path` (an empty file: no settings). `name` is how messages refer
-    to the file, e.g. "BCC_RUN_CONFIG '/etc/bcc.yaml'"."""
+    """The YAML mapping in `path` (`~` is the home folder, as in BCC_DATA_DIR; an empty file:
+    no settings). `name` is how messages refer to the file, e.g. "BCC_RUN_CONFIG '/etc/x.yaml'"."""
     try:
-        config = yaml.safe_load(Path(path).read_bytes())
+        config = yaml.safe_load(Path(path).expanduser().read_bytes())
     except OSError as err:
         raise ConfigError(f"{name} cannot be read: {err.strerror or err}") from None
     except yaml.YAMLError as err:

@@ -45,3 +45,9 @@ def test_the_data_dir_is_read_as_the_run_will_read_it(monkeypatch):
     assert message.startswith("run.yaml does not fit training_job: ")
     assert 'the environment variable "BCC_TEST_DATA" which is not set' in message
     assert "Expected" not in message and "\n" not in message
+
+
+def test_a_path_under_the_home_folder_may_be_written_with_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "run.yaml").write_text("ops: {}\n")
+    assert read_run_config("~/run.yaml", "BCC_RUN_CONFIG '~/run.yaml'") == {"ops": {}}
