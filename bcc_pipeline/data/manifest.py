@@ -400,10 +400,16 @@ def require_usable(manifest: pd.DataFrame, data_dir: Path | str) -> None:
     """Stop with a clear message when the folder cannot train a classifier at all."""
     usable = manifest[manifest["status"] == OK]
     if usable.empty:
-        statuses = manifest["status"].value_counts().to_dict()
+        statuses = manifest["status"].value_counts()
+        example = manifest[manifest["status"] == statuses.index[0]].iloc[0]
+        where = (
+            " Images must sit in one folder per class, e.g. brain_glioma/*.jpg."
+            if OUTSIDE_CLASS_FOLDERS in statuses
+            else ""
+        )
         raise DataFolderError(
             f"no readable images under {printable(str(data_dir))!r} ({len(manifest)} files: "
-            f"{statuses}). Images must sit in one folder per class, e.g. brain_glioma/*.jpg."
+            f"{statuses.to_dict()}; e.g. {example['path']!r}: {example['error']}).{where}"
         )
     classes = sorted(set(manifest["label"]) - {""})
     without_images = [label for label in classes if label not in set(usable["label"])]

@@ -198,6 +198,22 @@ def test_no_images_and_single_class_are_clear_errors(tmp_path):
         require_usable(scan_folder(tmp_path), tmp_path)
 
 
+def test_a_folder_without_readable_images_says_what_its_files_are(sample_root, tmp_path):
+    dicoms = tmp_path / "dicoms"
+    for label in ("glioma", "menin"):
+        (dicoms / label).mkdir(parents=True)
+        (dicoms / label / "slice.dcm").write_bytes(DICOM)
+    with pytest.raises(DataFolderError) as refused:
+        require_usable(scan_folder(dicoms), dicoms)
+    assert "a DICOM file (export the slices as PNG or JPEG)" in str(refused.value)
+    assert "one folder per class" not in str(refused.value)
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(next(sample_root.rglob("*.jpg")), loose / "a.jpg")
+    with pytest.raises(DataFolderError, match="Images must sit in one folder per class"):
+        require_usable(scan_folder(loose), loose)
+
+
 def test_single_class_is_a_clear_error(sample_root, tmp_path):
     only = tmp_path / "only" / "brain_glioma"
     only.mkdir(parents=True)
