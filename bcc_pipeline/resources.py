@@ -170,6 +170,14 @@ class QualityGatesResource(dg.ConfigurableResource):
             "percentage point): the newer model has seen more data, so a tie goes to it."
         ),
     )
+    min_images_compared: int = Field(
+        default=30,
+        description=(
+            "Fewest test images, untouched by the production model, that both models must be "
+            "scored on before a retrained model replaces it: on fewer, 'no worse' says nothing "
+            "(after a changed split or a smaller folder there may be a handful, or none)."
+        ),
+    )
     significance_level: float = Field(
         default=0.05,
         description=(
@@ -181,6 +189,7 @@ class QualityGatesResource(dg.ConfigurableResource):
 
     def problems(self) -> list[ConfigError]:
         found = _below("min_images_per_class", self.min_images_per_class, 1)
+        found += _below("min_images_compared", self.min_images_compared, 1)
         for name in (
             "max_rejected_fraction",
             "split_tolerance",

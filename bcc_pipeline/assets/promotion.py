@@ -166,6 +166,7 @@ def production_model(
             floor=quality.accuracy_floor,
             margin=quality.non_inferiority_margin,
             significance_level=quality.significance_level,
+            min_images_compared=quality.min_images_compared,
             split_file_of=lambda run_id: artifacts.path / "stratified_split" / run_id / SPLIT_FILE,
         )
         decision = decide(report, predictions, current, tensors, device, gate)

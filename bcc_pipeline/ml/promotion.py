@@ -35,6 +35,7 @@ class Gate:
     floor: float
     margin: float
     significance_level: float
+    min_images_compared: int
     split_file_of: Callable[[str], Path]
 
 
@@ -127,7 +128,9 @@ def _against_production(
         _correct_on_test(champion_net, champion, tensors, device)[untouched],
         (challenger_predictions == tensors.labels("test"))[untouched],
     )
-    shortfall = challenger_shortfall(comparison, gate.margin, gate.significance_level)
+    shortfall = challenger_shortfall(
+        comparison, gate.margin, gate.significance_level, gate.min_images_compared
+    )
     return comparison, int((~untouched).sum()), shortfall
 
 

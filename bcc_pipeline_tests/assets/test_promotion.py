@@ -218,10 +218,25 @@ def test_worse_challenger_is_refused_beyond_the_margin_only(tmp_path, tensors, d
 def test_significantly_worse_challenger_within_the_margin_is_refused(tmp_path, tensors):
     _champion(tmp_path, tensors, MENIN, seen=_test_digests(tensors, GLIOMA)[:12])
     challenger = _model(tmp_path / "challenger", GLIOMA)
-    result = _decide(tmp_path, tensors, challenger, non_inferiority_margin=0.5)
+    result = _decide(
+        tmp_path, tensors, challenger, non_inferiority_margin=0.5, min_images_compared=28
+    )
     assert result["discordant"] == {"champion_only_correct": 20, "challenger_only_correct": 8}
     assert result["p_value"] < 0.05 and not result["promoted"]
     assert "exact McNemar" in result["reason"]
+
+
+@pytest.mark.parametrize(("minimum", "promoted"), [(6, False), (5, True)])
+def test_a_better_challenger_on_too_few_untouched_images_does_not_replace_production(
+    tmp_path, tensors, minimum, promoted
+):
+    seen = _test_digests(tensors, GLIOMA) + _test_digests(tensors, MENIN)[5:]
+    _champion(tmp_path, tensors, GLIOMA, seen=seen)
+    challenger = _model(tmp_path / "challenger", MENIN, run_id="better")
+    result = _decide(tmp_path, tensors, challenger, min_images_compared=minimum)
+    assert result["n_compared"] == 5 and result["promoted"] is promoted
+    if not promoted:
+        assert result["reason"].startswith("only 5 test images are untouched by the production")
 
 
 def test_better_challenger_replaces_production(tmp_path, tensors):
