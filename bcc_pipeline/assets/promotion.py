@@ -134,6 +134,7 @@ def production_model(
 
     from bcc_pipeline.ml.plots import promotion_history_plot
     from bcc_pipeline.ml.report_folder import PREDICTIONS_FILE
+    from bcc_pipeline.ml.trained_checkpoint import CHECKPOINT_FILE
 
     folder = artifacts.path / "production_model"
     folder.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def production_model(
         decision = decide(report, predictions, current, tensors, device, gate)
         champion_run_id = current["run_id"] if current else "none"
         if decision.promoted:
-            copy = run_folder / "model.pt"
+            copy = run_folder / CHECKPOINT_FILE
             with atomic_path(copy) as tmp:
                 shutil.copyfile(vit_checkpoint, tmp)
             current = {

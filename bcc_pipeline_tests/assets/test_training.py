@@ -115,4 +115,4 @@ def test_training_imports_its_stack_frozen(pipeline_run, tmp_path, monkeypatch):
         ),
     )
     assert result.success
-    assert ("bcc_pipeline.ml.training",) in imported
+    assert ("bcc_pipeline.ml.trained_checkpoint",) in imported
