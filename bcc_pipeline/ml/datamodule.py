@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from bcc_pipeline.data.tensors import MappedArray, TensorSplits
 
@@ -121,11 +122,13 @@ class MRIDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         training = split == "train"
+        dataset = ViewDataset(self.splits[split], random_view=training)
         return DataLoader(
-            ViewDataset(self.splits[split], random_view=training),
+            dataset,
             batch_size=self.batch_size,
             collate_fn=_batch_as_fetched,
             shuffle=training,
+            sampler=None if training else _each_once_across_processes(dataset),
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -135,3 +138,16 @@ class MRIDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val")
+
+
+def _each_once_across_processes(dataset: ViewDataset) -> Sampler | None:
+    """Under DDP, the share of the val images this process scores, each image by one process:
+    Lightning's default sampler pads the split with repeats to share it out evenly, and the
+    repeats would count twice in val_loss and val_acc (6/18 instead of 6/17). Every process
+    needs a batch (buffers sync on the first), so a split smaller than the process count keeps
+    the default. None (Lightning decides) outside DDP."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return None
+    if len(dataset) < torch.distributed.get_world_size():
+        return None
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)

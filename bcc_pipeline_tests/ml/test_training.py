@@ -4,12 +4,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bcc_pipeline.data.manifest import scan_folder
+from bcc_pipeline.data.split import split_fingerprint, stratified_group_split
+from bcc_pipeline.data.tensors import TensorSplits, write_tensor_splits
 from bcc_pipeline.ml import training
 from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import predict_logits
 from bcc_pipeline.ml.settings import DeviceSettings, TrainingSettings
 from bcc_pipeline.ml.training import FitResult, fit_classifier
+from bcc_pipeline_tests.conftest import FRACTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -159,6 +163,25 @@ def test_two_process_ddp_caches_features_once_and_keeps_one_checkpoint(
     assert len(list(work.rglob("metrics.csv"))) == 1
     single = _fit(sample_tensors, tmp_path, max_epochs=2)
     assert result.net.state_dict().keys() == single.net.state_dict().keys()
+
+
+def test_two_process_validation_scores_each_val_image_once(sample_root, tmp_path):
+    """With a val split that does not divide by the process count, the validation metrics are
+    those of the val split, not of a split padded with repeats to share out evenly."""
+    table = stratified_group_split(scan_folder(sample_root), FRACTIONS, seed=0).table
+    table = table.drop(index=table.index[table["split"] == "val"][0])
+    write_tensor_splits(table, sample_root, tmp_path / "odd", 32, split_fingerprint(table))
+    tensors = TensorSplits.open(tmp_path / "odd")
+    assert len(tensors.labels("val")) % 2 == 1
+    ddp = TrainerDevice.resolve(DeviceSettings(accelerator="cpu", devices=2, strategy="ddp"))
+    work = tmp_path / "ddp"
+    work.mkdir()
+    result = fit_classifier(tensors, TINY.model_copy(update={"max_epochs": 1}), ddp, work)
+    labels = torch.from_numpy(tensors.labels("val"))
+    accuracy = (result.val_logits.argmax(dim=1) == labels).float().mean().item()
+    assert result.best_val_acc == pytest.approx(accuracy, abs=1e-6)
+    loss = F.cross_entropy(result.val_logits, labels).item()
+    assert result.best_val_loss == pytest.approx(loss, abs=1e-3)
 
 
 def test_chunked_steps_on_cached_features_are_the_recipes_batch_steps(
