@@ -217,6 +217,23 @@ def test_predict_explain_writes_one_map_per_image_and_still_one_json_line_each(
     assert "explanation" not in lines[3] and lines[3]["status"] == "not_an_image"
 
 
+def test_predict_explain_maps_an_image_with_a_long_legal_name_and_the_images_after_it(
+    sample_root, tmp_path
+):
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.pt")
+    image = sorted(sample_root.rglob("*.jpg"))[0]
+    long_name = tmp_path / f"{'脑' * 78}.jpg"  # 238 bytes: legal, near the 255-byte limit
+    after = tmp_path / "zz_after.jpg"
+    for copy in (long_name, after):
+        shutil.copy(image, copy)
+    args = ("--checkpoint", str(checkpoint), "--explain", "maps", str(long_name), str(after))
+    completed = _run("predict", *args, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    lines = [json.loads(line) for line in completed.stdout.splitlines()]
+    assert [line["path"] for line in lines] == [str(long_name), str(after)]
+    assert all((tmp_path / line["explanation"]).is_file() for line in lines)
+
+
 def test_predict_into_an_unwritable_explain_folder_is_one_clear_line(sample_root, tmp_path):
     checkpoint = save_tiny_checkpoint(tmp_path / "model.pt")
     (tmp_path / "taken").write_text("a file")

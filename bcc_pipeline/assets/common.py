@@ -8,6 +8,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from bcc_pipeline.markdown import markdown_text
+
 GROUP = "brain_mri_classifier"
 """Every asset of the pipeline is in this group, and takes a `launch_checks` resource (unused in
 its body): requiring it makes Dagster check the run's whole config before any asset starts,
@@ -19,8 +21,12 @@ def artifact_metadata(path: Path) -> dict[str, dg.MetadataValue]:
 
 
 def markdown_table(frame: pd.DataFrame, max_rows: int = 20) -> dg.MetadataValue:
-    """A frame as a markdown table the asset page renders."""
-    text = frame.head(max_rows).to_markdown(index=False)
+    """A frame as a markdown table the asset page renders; text cells (paths, labels, errors:
+    a user's names) as written, see markdown_text."""
+    shown = frame.head(max_rows)
+    text_columns = shown.select_dtypes(include=["object", "string"]).columns
+    shown = shown.assign(**{column: shown[column].map(markdown_text) for column in text_columns})
+    text = shown.to_markdown(index=False)
     if len(frame) > max_rows:
         text += f"\n\n_{len(frame) - max_rows} more rows not shown_"
     return dg.MetadataValue.md(text)

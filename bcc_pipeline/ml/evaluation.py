@@ -22,6 +22,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.functional.classification import multiclass_auroc
 
+from bcc_pipeline.markdown import markdown_text
 from bcc_pipeline.ml.calibration import calibrated_probabilities, expected_calibration_error
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -215,21 +216,24 @@ def report_markdown(report: dict, title: str = "Test metrics") -> str:
         "",
         "Confusion matrix (rows = true class, columns = predicted):",
         "",
-        "| true \\ predicted | " + " | ".join(names) + " |",
+        "| true \\ predicted | " + " | ".join(map(markdown_text, names)) + " |",
         "| --- | " + " | ".join("---:" for _ in names) + " |",
     ]
     for name, row in zip(names, report["confusion_matrix"], strict=True):
-        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+        lines.append(f"| {markdown_text(name)} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 
 def provenance_lines(provenance: dict) -> list[str]:
-    """What a report or card is about, as markdown bullets."""
+    """What a report or card is about, as markdown bullets. The data folder and the weights
+    (which may be a file) are the user's names: escaped text, not code spans, in which no
+    escape works."""
     data = {True: " (**SYNTHETIC** images from bcc_pipeline's generator)", False: ""}
     return [
-        f"- data: `{provenance['data_dir']}`"
+        f"- data: {markdown_text(provenance['data_dir'])}"
         + data.get(provenance["synthetic"], " (whether it is synthetic is not recorded)"),
-        f"- model: `{provenance['backbone']}`, weights `{provenance['weights']}`, trained in "
+        f"- model: `{provenance['backbone']}`, weights {markdown_text(provenance['weights'])}, "
+        "trained in "
         f"run `{provenance['model_run_id']}`, evaluated in run `{provenance['run_id']}`",
         f"- split fingerprint: `{provenance['split_fingerprint']}`",
     ]
@@ -251,7 +255,8 @@ def headline_lines(report: dict) -> list[str]:
 
 
 def per_class_table(report: dict) -> list[str]:
-    """The per-class markdown table: each rate with its 95% Wilson interval."""
+    """The per-class markdown table: each rate with its 95% Wilson interval; class names
+    escaped (see markdown_text)."""
     lines = [
         "| class | precision | sensitivity (recall), 95% CI | specificity, 95% CI | F1 "
         "| AUROC | support |",
@@ -259,7 +264,7 @@ def per_class_table(report: dict) -> list[str]:
     ]
     for name, scores in report["per_class"].items():
         lines.append(
-            f"| {name} | {scores['precision']:.3f} | {scores['sensitivity']:.3f} "
+            f"| {markdown_text(name)} | {scores['precision']:.3f} | {scores['sensitivity']:.3f} "
             f"({_interval(scores['sensitivity_ci95'])}) | {scores['specificity']:.3f} "
             f"({_interval(scores['specificity_ci95'])}) | {scores['f1']:.3f} | "
             f"{_number(scores['auroc'])} | {scores['support']} |"

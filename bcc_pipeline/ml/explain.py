@@ -4,6 +4,7 @@ scaled to [0, 1] and has the input image's size, ready to lay over it."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -24,6 +25,13 @@ EXPLAINED_PER_CLASS = 2
 MAX_MISCLASSIFIED_EXPLAINED = 10
 SAMPLE_SEED = 0
 """Seeds the choice of which test images are explained, so that reruns explain the same ones."""
+MAP_NAME_MAX_BYTES = 120
+"""The longest explanation-map file name, in UTF-8 bytes: with the 22 that storage.atomic_path
+adds for its temp file (`.{name}.{16 hex}.tmp`) still far within the 255 of ext4, XFS, btrfs
+or tmpfs (and eCryptfs's 143), and long enough to read which image a map is of."""
+NAME_DIGEST_CHARS = 12
+"""Hex digits of the digest that ends a shortened name: two long names that share their start
+still get different files."""
 
 
 class ExplanationUnavailableError(ValueError):
@@ -270,6 +278,16 @@ def explanation_caption(
 
 
 def map_file_name(index: int, path: str) -> str:
-    """A distinct PNG name per explained image: its position, then its file's stem."""
+    """A distinct PNG name per explained image: its position, then its file's stem, at most
+    MAP_NAME_MAX_BYTES in UTF-8 (a legal but long image name would otherwise give a map name
+    the file system refuses, once atomic_path has added its temp part). A longer stem keeps
+    its start, cut between characters, and ends with a digest of the whole file name."""
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in PurePath(path).stem)
-    return f"{index:04d}_{stem}.png"
+    name = f"{index:04d}_{stem}.png"
+    if len(name.encode()) <= MAP_NAME_MAX_BYTES:
+        return name
+    whole = PurePath(path).name.encode("utf-8", "surrogatepass")  # undecodable bytes too
+    digest = hashlib.sha256(whole).hexdigest()[:NAME_DIGEST_CHARS]
+    room = MAP_NAME_MAX_BYTES - len(f"{index:04d}__{digest}.png".encode())
+    start = stem.encode()[: max(room, 0)].decode(errors="ignore")  # a cut character goes
+    return f"{index:04d}_{start}_{digest}.png"

@@ -9,10 +9,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from bcc_pipeline.data.split import SPLITS
+from bcc_pipeline.markdown import markdown_text
 from bcc_pipeline.ml.backbones import weights_origin
 from bcc_pipeline.ml.evaluation import headline_lines, per_class_table, provenance_lines
 
 INTENDED_USE = "research on the Kaggle/Mendeley brain MRI slices; not for clinical diagnosis"
+OWN_DATA_INTENDED_USE = (
+    "research on brain MRI slices like the training data; not for clinical diagnosis"
+)
 CLASS_MEANINGS = {
     "brain_glioma": (
         "glioma: a tumour of the glial cells, within the brain tissue",
@@ -28,6 +32,9 @@ CLASS_MEANINGS = {
         "tumours. Read a `brain_tumor` prediction as 'another tumour', nothing more specific",
     ),
 }
+KAGGLE_CLASSES = tuple(sorted(CLASS_MEANINGS))
+"""The Kaggle/Mendeley collection's class folders (the generator's too): only data with exactly
+these classes is said to come from that collection."""
 
 
 @dataclass(frozen=True)
@@ -55,10 +62,15 @@ class DataSummary:
 def model_card_markdown(
     report: dict, checkpoint: dict, data: DataSummary, explanation_method: str | None
 ) -> str:
-    """The model card of `checkpoint`, as evaluated in `report`."""
+    """The model card of `checkpoint`, as evaluated in `report`. What it says of the data's
+    source and classes follows the data: the Kaggle/Mendeley collection only for its classes,
+    the user's folder otherwise. Names from the data are escaped (see markdown_text)."""
     backbone = checkpoint["backbone"]
     training, fit = checkpoint["training"], checkpoint["metrics"]
     provenance = report["provenance"]
+    class_names = report["class_names"]
+    kaggle = tuple(sorted(class_names)) == KAGGLE_CLASSES
+    intended_use = INTENDED_USE if kaggle else OWN_DATA_INTENDED_USE
     lines = [f"# Model card: `{backbone['name']}` brain-MRI slice classifier", ""]
     if data.synthetic:
         lines += [
@@ -89,7 +101,7 @@ def model_card_markdown(
         "",
         "## Intended use",
         "",
-        f"Intended use: **{INTENDED_USE}**. Out of scope: any decision about a patient, other "
+        f"Intended use: **{intended_use}**. Out of scope: any decision about a patient, other "
         "sequences, views, scanners or populations than the training data, and images that are "
         "not brain MRI slices (the model still gives them a class).",
         "",
@@ -98,9 +110,9 @@ def model_card_markdown(
         "| label | meaning | known ambiguity |",
         "| --- | --- | --- |",
     ]
-    for name in report["class_names"]:
+    for name in class_names:
         meaning, ambiguity = CLASS_MEANINGS.get(name, ("a class folder of this data", "unknown"))
-        lines.append(f"| `{name}` | {meaning} | {ambiguity} |")
+        lines.append(f"| {markdown_text(name)} | {meaning} | {ambiguity} |")
     lines += [
         "",
         "## Data",
@@ -109,7 +121,10 @@ def model_card_markdown(
         "",
         "Images per class and split:",
         "",
-        data.counts.reset_index().rename(columns={"label": "class"}).to_markdown(index=False),
+        data.counts.rename(index=markdown_text)
+        .reset_index()
+        .rename(columns={"label": "class"})
+        .to_markdown(index=False),
         "",
         "Duplicate groups (byte-identical or near-identical images): "
         f"{data.duplicate_groups}, of {data.images_in_duplicate_groups} images. Each group sits "
@@ -128,10 +143,13 @@ def model_card_markdown(
         "## Limitations",
         "",
         "- Single 2D slices, one at a time: no volume, no other sequence, no clinical context.",
-        "- One source (the Kaggle/Mendeley collection): scanners, protocols and patients beyond "
-        "it are untested, and the calibration was fitted on the same source.",
+        f"- One source ({_source(data, provenance, kaggle)}): scanners, protocols and "
+        "patients beyond it are untested, and the calibration was fitted on the same source.",
         f"- {report['n_test']} test images: read the intervals, not just the point estimates.",
-        "- `brain_tumor` is an unspecified tumour class (see Classes).",
+    ]
+    if "brain_tumor" in class_names:
+        lines.append("- `brain_tumor` is an unspecified tumour class (see Classes).")
+    lines += [
         "- Explanation maps ("
         + (explanation_method or "not available for this backbone")
         + ") show where the model's signal came from, not why, and are not a segmentation.",
@@ -141,6 +159,15 @@ def model_card_markdown(
             "- The data was SYNTHETIC (the demo's generator): the numbers are about cartoons."
         )
     return "\n".join(lines) + "\n"
+
+
+def _source(data: DataSummary, provenance: dict, kaggle: bool) -> str:
+    """Where the images came from, as far as the pipeline knows."""
+    if data.synthetic:
+        return "SYNTHETIC images from bcc_pipeline's generator"
+    if kaggle:
+        return "the Kaggle/Mendeley collection"
+    return f"the images in {markdown_text(provenance['data_dir'])}"
 
 
 def _values(numbers: list[float]) -> str:

@@ -1,20 +1,28 @@
 """PNG figures for the report and the training run. Figures are built with matplotlib's
-object API (no pyplot): no backend is chosen, no display is needed, no global state changes."""
+object API (no pyplot): no backend is chosen, no display is needed, no global state changes.
+Text a user chose (class names) reaches a figure only through _user_ticks, drawn as written."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 
 from bcc_pipeline.storage import atomic_path
 
 if TYPE_CHECKING:
     from bcc_pipeline.ml.calibration import ReliabilityBins
+
+LITERAL_TEXT = {"parse_math": False, "usetex": False}
+"""Text properties that draw a string as written. Without them matplotlib reads a class folder
+named `grade $II_$` as mathtext and fails on it, and with TeX on in a user's matplotlibrc any
+`_`, `%` or `&` in a name would be TeX."""
 
 
 def _figure(width: float, height: float, columns: int = 1) -> tuple[Figure, list[Axes]]:
@@ -28,13 +36,19 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
+def _user_ticks(axis: Axis, positions: Sequence[float], names: Sequence[str], **style: Any) -> None:
+    """Ticks at `positions` labelled with names a user chose (class folders), drawn literally
+    (see LITERAL_TEXT)."""
+    axis.set_ticks(positions, [str(name) for name in names], **style, **LITERAL_TEXT)
+
+
 def confusion_matrix_plot(report: dict, path: Path) -> Path:
     matrix = np.array(report["confusion_matrix"])
     names = report["class_names"]
     figure, (axes,) = _figure(1.6 * len(names) + 2, 1.4 * len(names) + 1.5)
     axes.imshow(matrix, cmap="Blues")
-    axes.set_xticks(range(len(names)), names, rotation=30, ha="right")
-    axes.set_yticks(range(len(names)), names)
+    _user_ticks(axes.xaxis, range(len(names)), names, rotation=30, ha="right")
+    _user_ticks(axes.yaxis, range(len(names)), names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     for (row, column), value in np.ndenumerate(matrix):
@@ -52,7 +66,7 @@ def per_class_plot(report: dict, path: Path) -> Path:
     for offset, metric in enumerate(metrics):
         values = [report["per_class"][name][metric] for name in names]
         axes.bar(positions + (offset - 1) * 0.27, values, width=0.27, label=metric)
-    axes.set_xticks(positions, names)
+    _user_ticks(axes.xaxis, positions, names)
     axes.set_ylim(0, 1.05)
     # Below the axes, so that the legend never hides a bar.
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(metrics))

@@ -1,4 +1,5 @@
 import math
+from html import unescape
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from bcc_pipeline.ml.evaluation import (
     wilson_interval,
 )
 from bcc_pipeline_tests.conftest import PER_CLASS_KEYS, REPORT_KEYS
+from bcc_pipeline_tests.rendered_markdown import rendered_html, rendered_tables, shown
 
 NAMES = ["brain_glioma", "brain_menin", "brain_tumor"]
 
@@ -220,3 +222,37 @@ def test_markdown_lists_every_class_and_the_intervals():
     assert all(f"| {name} |" in text for name in NAMES)
     assert "95% Wilson CI" in text
     assert "macro AUROC" in text and "ECE" in text and "T = 1.000" in text
+
+
+HOSTILE_NAMES = [
+    "glioma | WHO grade 2",
+    "menin\nextra",
+    '<img src=x onerror="alert(1)">',
+    "grade $II_$",
+    "*bold* [link](x) `code` back\\slash & co",
+]
+
+
+def test_names_with_markdown_or_html_show_as_written_in_report_md_tables():
+    labels = torch.arange(len(HOSTILE_NAMES))
+    report = classification_report(torch.eye(len(labels))[labels] * 3, labels, HOSTILE_NAMES)
+    report["provenance"] = {
+        "data_dir": "/data/<b>mine</b> | _x_",
+        "synthetic": False,
+        "backbone": "vit_tiny",
+        "weights": "/w/<i>local</i>.pt",
+        "model_run_id": "run-1",
+        "run_id": "run-2",
+        "split_fingerprint": "f00d",
+    }
+    text = report_markdown(report)
+    per_class, confusion = rendered_tables(text)
+    names = [shown(name) for name in HOSTILE_NAMES]
+    assert all(len(row) == len(table[0]) for table in (per_class, confusion) for row in table)
+    assert [row[0] for row in per_class[1:]] == names
+    assert per_class[0][1] == "precision" and all(row[1] == "1.000" for row in per_class[1:])
+    assert confusion[0][1:] == names and [row[0] for row in confusion[1:]] == names
+    html = rendered_html(text)
+    assert "<img" not in html and "<b>" not in html and "<i>" not in html
+    assert "data: /data/<b>mine</b> | _x_" in unescape(html)
+    assert "weights /w/<i>local</i>.pt" in unescape(html)

@@ -1,18 +1,24 @@
+from pathlib import PurePath
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from bcc_pipeline.ml.backbones import Normalization
 from bcc_pipeline.ml.explain import (
+    MAP_NAME_MAX_BYTES,
     Explainer,
     ExplanationUnavailableError,
     _attention_rollout,
     examples_to_explain,
+    explain_examples,
     map_file_name,
 )
 from bcc_pipeline.ml.network import ClassifierNet
+from bcc_pipeline.ml.overlays import save_png
 from bcc_pipeline_tests.conftest import tiny_net
 
 SIZE = 64
@@ -193,3 +199,38 @@ def test_map_file_names_are_distinct_and_safe():
         map_file_name(i, path) for i, path in enumerate(["a/x.jpg", "b/x.jpg", "c/y - Copy.jpg"])
     ]
     assert names == ["0000_x.png", "0001_x.png", "0002_y_-_Copy.png"]
+
+
+LONG_LEGAL_NAMES = [
+    "000_" + "x" * 222 + ".jpg",  # 230 bytes, as in the survey
+    "脑" * 78 + ".jpg",  # 238 bytes in 82 characters
+    "d/" + "é" * 125 + "\udcff.png",  # a name with a byte that is not UTF-8
+]
+
+
+@pytest.mark.parametrize("path", LONG_LEGAL_NAMES, ids=["230-bytes", "cjk", "not-utf8"])
+def test_a_long_image_name_gives_a_map_name_that_can_be_written(path, tmp_path):
+    name = map_file_name(12, path)
+    assert len(name.encode()) <= MAP_NAME_MAX_BYTES
+    assert name.startswith("0012_" + PurePath(path).stem[:10])
+    written = save_png(Image.new("RGB", (4, 4)), tmp_path / name)  # atomic_path's temp name too
+    assert written.is_file()
+
+
+def test_long_names_that_share_their_start_get_different_map_names():
+    start = "scan_" + "a" * 200
+    names = {map_file_name(0, f"{start}{end}.jpg") for end in ("1", "2", "_1")}
+    assert len(names) == 3
+
+
+def test_the_report_explains_images_with_long_names(tmp_path):
+    explainer = Explainer(tiny_net(), CPU)
+    images = np.random.default_rng(0).integers(0, 255, (6, 3, 32, 32), np.uint8)
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    paths = [f"{['a', 'b', 'c'][label]}/{'脑' * 78}{i}.jpg" for i, label in enumerate(labels)]
+    probabilities = torch.softmax(torch.randn(6, 3, generator=torch.Generator().manual_seed(0)), 1)
+    explained = explain_examples(
+        explainer, images, labels, probabilities, ["a", "b", "c"], paths, tmp_path
+    )
+    assert len(explained.files) == len(set(explained.files)) == 6
+    assert all(file.is_file() for file in explained.files) and explained.grid.is_file()

@@ -146,3 +146,12 @@ def test_weights_that_give_nan_are_a_checkpoint_error_not_a_nan_probability(tmp_
     scan = _scan(tmp_path / "scan.png")
     with pytest.raises(CheckpointError, match="gives no probabilities .*scan.png: its weights"):
         list(predict_files(checkpoint, [scan], uncertain_below=0.6))
+
+
+def test_a_long_legal_file_name_gets_its_map_and_the_images_after_it_too(checkpoint, tmp_path):
+    scans = [_scan(tmp_path / f"{'脑' * 78}.png"), _scan(tmp_path / "zz_after.png", seed=1)]
+    maps = tmp_path / "maps"
+    results = list(predict_files(checkpoint, scans, uncertain_below=0.6, explain_dir=maps))
+    assert [result["path"] for result in results] == list(map(str, scans))
+    assert all(Path(result["explanation"]).is_file() for result in results)
+    assert sorted(maps.iterdir()) == sorted(Path(result["explanation"]) for result in results)
