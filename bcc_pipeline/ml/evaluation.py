@@ -86,7 +86,8 @@ def macro_auroc_interval(
     stratified by class as the split was: each resample draws every class's groups with
     replacement, and a drawn group brings all its images, so near-identical slices count as
     one draw and cannot make the interval look narrower than the evidence is. A class with a
-    single group is kept as it is in every resample. None where the AUROC is undefined.
+    single group is kept as it is in every resample. None where the AUROC is undefined, or
+    where no class has two groups (every resample would be the test split itself).
     scipy draws the resamples; each becomes a weight per image (how often its group was
     drawn), and weighted_auroc scores them all together."""
     point = macro_auroc(probabilities, labels)
@@ -99,7 +100,7 @@ def macro_auroc_interval(
     per_class = [np.flatnonzero(cluster_labels == label) for label in np.unique(cluster_labels)]
     drawn = tuple(ids for ids in per_class if len(ids) > 1)
     if not drawn:
-        return (point, point)
+        return None  # no class has two groups to draw from: the data give no interval
     fixed = np.zeros(len(cluster_labels))
     fixed[[ids[0] for ids in per_class if len(ids) == 1]] = 1
     scores = probabilities.double().numpy()
@@ -171,15 +172,15 @@ def classification_report(
         "class_names": list(class_names),
         "per_class": {
             name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
+                "precision": _defined(precision[i], tp + fp),
+                "recall": _defined(recall[i], tp + fn),
+                "f1": _defined(f1[i], tp + fp + fn),
                 "support": counts[i][4],
                 "auroc": auroc[i],
-                "sensitivity": float(recall[i]),
-                "specificity": float(specificity[i]),
-                "sensitivity_ci95": list(wilson_interval(tp, tp + fn)),
-                "specificity_ci95": list(wilson_interval(tn, tn + fp)),
+                "sensitivity": _defined(recall[i], tp + fn),
+                "specificity": _defined(specificity[i], tn + fp),
+                "sensitivity_ci95": list(wilson_interval(tp, tp + fn)) if tp + fn else None,
+                "specificity_ci95": list(wilson_interval(tn, tn + fp)) if tn + fp else None,
             }
             for i, (name, (tp, fp, tn, fn, _)) in enumerate(zip(class_names, counts, strict=True))
         },
@@ -193,6 +194,12 @@ def classification_report(
         ),
         "temperature": float(temperature),
     }
+
+
+def _defined(value: torch.Tensor, denominator: int) -> float | None:
+    """A rate, or None where its denominator is 0: torchmetrics says 0 there (a sensitivity
+    of 0 for a class with no test image), which reads as a result."""
+    return float(value) if denominator else None
 
 
 def _interval(values: Sequence[float] | None) -> str:
@@ -242,16 +249,30 @@ def provenance_lines(provenance: dict) -> list[str]:
 def headline_lines(report: dict) -> list[str]:
     """Accuracy, macro F1, macro AUROC with their intervals, calibration and loss."""
     low, high = report["accuracy_ci95"]
-    return [
+    absent = [name for name, scores in report["per_class"].items() if not scores["support"]]
+    averaged = [name for name, scores in report["per_class"].items() if scores["f1"] is not None]
+    over = (
+        f" (over {len(averaged)} of {len(report['per_class'])} classes: "
+        f"{', '.join(map(markdown_text, averaged))})"
+        if len(averaged) < len(report["per_class"])
+        else ""
+    )
+    lines = [
         f"- accuracy: **{report['accuracy']:.4f}** (95% Wilson CI {low:.4f} to {high:.4f}, "
         f"n_test = {report['n_test']})",
-        f"- macro F1: **{report['macro_f1']:.4f}**",
+        f"- macro F1: **{report['macro_f1']:.4f}**{over}",
         f"- macro AUROC: **{_number(report['macro_auroc'], 4)}** (95% CI "
         f"{_interval(report['macro_auroc_ci95'])}, bootstrap over duplicate groups)",
         f"- calibration: ECE {report['ece']:.4f} after temperature scaling (T = "
         f"{report['temperature']:.3f}, fitted on val), {report['ece_uncalibrated']:.4f} before",
         f"- cross-entropy loss: {report['loss']:.4f}",
     ]
+    if absent:
+        lines.append(
+            f"- **no test image of {', '.join(map(markdown_text, absent))}**: "
+            "its rates are n/a and the macro scores leave it out"
+        )
+    return lines
 
 
 def per_class_table(report: dict) -> list[str]:
@@ -264,9 +285,10 @@ def per_class_table(report: dict) -> list[str]:
     ]
     for name, scores in report["per_class"].items():
         lines.append(
-            f"| {markdown_text(name)} | {scores['precision']:.3f} | {scores['sensitivity']:.3f} "
-            f"({_interval(scores['sensitivity_ci95'])}) | {scores['specificity']:.3f} "
-            f"({_interval(scores['specificity_ci95'])}) | {scores['f1']:.3f} | "
+            f"| {markdown_text(name)} | {_number(scores['precision'])} | "
+            f"{_number(scores['sensitivity'])} ({_interval(scores['sensitivity_ci95'])}) | "
+            f"{_number(scores['specificity'])} ({_interval(scores['specificity_ci95'])}) | "
+            f"{_number(scores['f1'])} | "
             f"{_number(scores['auroc'])} | {scores['support']} |"
         )
     return lines

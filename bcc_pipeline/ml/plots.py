@@ -65,6 +65,7 @@ def per_class_plot(report: dict, path: Path) -> Path:
     figure, (axes,) = _figure(2 * len(names) + 2, 3.5)
     for offset, metric in enumerate(metrics):
         values = [report["per_class"][name][metric] for name in names]
+        values = [np.nan if value is None else value for value in values]  # undefined: no bar
         axes.bar(positions + (offset - 1) * 0.27, values, width=0.27, label=metric)
     _user_ticks(axes.xaxis, positions, names)
     axes.set_ylim(0, 1.05)

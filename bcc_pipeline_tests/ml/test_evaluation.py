@@ -256,3 +256,39 @@ def test_names_with_markdown_or_html_show_as_written_in_report_md_tables():
     assert "<img" not in html and "<b>" not in html and "<i>" not in html
     assert "data: /data/<b>mine</b> | _x_" in unescape(html)
     assert "weights /w/<i>local</i>.pt" in unescape(html)
+
+
+def test_rates_a_test_split_cannot_measure_are_none_not_zero():
+    """No tumour in the test split: its sensitivity, F1 and their interval do not exist, and
+    no image was called a tumour: nor does its precision. Its specificity does (6 of 6)."""
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    predicted = torch.tensor([0, 0, 1, 1, 1, 1])
+    report = classification_report(torch.nn.functional.one_hot(predicted, 3) * 4.0, labels, NAMES)
+    tumor = report["per_class"]["brain_tumor"]
+    assert tumor["support"] == 0
+    for rate in ("recall", "sensitivity", "sensitivity_ci95", "f1", "precision"):
+        assert tumor[rate] is None, rate
+    assert tumor["specificity"] == 1.0 and tumor["specificity_ci95"][0] > 0.5
+    f1s = [report["per_class"][name]["f1"] for name in NAMES[:2]]
+    assert report["macro_f1"] == pytest.approx(sum(f1s) / 2)
+    markdown = report_markdown(report)
+    assert "macro F1: **" in markdown and "(over 2 of 3 classes: brain_glioma, brain_menin)" in (
+        markdown
+    )
+    assert "**no test image of brain_tumor**: its rates are n/a" in markdown
+    assert "| brain_tumor | n/a | n/a (n/a) | 1.000 (" in markdown
+
+
+def test_specificity_of_a_class_every_test_image_belongs_to_is_none():
+    labels = torch.tensor([0, 0, 0])
+    report = classification_report(torch.nn.functional.one_hot(labels, 3) * 4.0, labels, NAMES)
+    glioma = report["per_class"]["brain_glioma"]
+    assert glioma["specificity"] is None and glioma["specificity_ci95"] is None
+    assert glioma["sensitivity"] == 1.0
+
+
+def test_no_auroc_interval_where_no_class_has_two_groups_to_draw():
+    probabilities = torch.tensor([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]])
+    labels = torch.tensor([0, 1, 2])
+    assert macro_auroc(probabilities, labels) == 1.0
+    assert macro_auroc_interval(probabilities, labels, ["a", "b", "c"]) is None

@@ -52,3 +52,17 @@ def test_class_names_are_not_tex_even_where_a_matplotlibrc_turns_tex_on(
     labels = drawn[0].axes[0].get_xticklabels()
     assert [label.get_text() for label in labels] == ["under_score", "50%", "a & b"]
     assert not any(label.get_usetex() for label in labels)
+
+
+def test_rates_a_test_split_cannot_measure_are_left_out_of_the_per_class_plot(
+    tmp_path, monkeypatch
+):
+    figures = _keep_figures(monkeypatch, save=True)
+    labels = torch.tensor([0, 0, 1, 1])  # no third class in the test split
+    report = classification_report(torch.eye(3)[labels] * 3, labels, ["a", "b", "c"])
+    assert report["per_class"]["c"]["recall"] is None
+    path = plots.per_class_plot(report, tmp_path / "per_class.png")
+    assert Image.open(path).size[0] > 0
+    (axes,) = figures[0].axes
+    heights = [bar.get_height() for bar in axes.patches]
+    assert len(heights) == 9 and sum(height == 1.0 for height in heights) == 6
