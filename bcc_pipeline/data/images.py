@@ -8,7 +8,7 @@ import io
 import os
 import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,18 @@ dozens of formats."""
 FORMAT_NAMES = f"{', '.join(SUPPORTED_FORMATS[:-1])} or {SUPPORTED_FORMATS[-1]}"
 
 MAX_PIXELS = 50_000_000
-"""Larger images are rejected before decoding: a decompression-bomb guard far above any MRI."""
+"""Larger images are rejected before decoding: a decompression-bomb guard far above any MRI.
+
+A count of pixels, not of bytes, because the memory a decode holds is a small constant per
+pixel whatever the bit depth: the decoded frame (at most 4 bytes a pixel in Pillow, whose RGB
+takes 4 too), for a 16-bit or float image its 8-bit rescaled copy (1 byte, see
+_rescale_to_grey8, which never copies the whole image as floats) and the RGB result (4 bytes).
+So about 450 MB at the limit; compositing transparency on black takes about 4 bytes a pixel
+more per RGBA copy it makes."""
+_HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+"""Pillow's modes of 16-bit, 32-bit integer and float grey: rescaled, not clipped, to 8 bits."""
+_SCALE_BLOCK_PIXELS = 2**18
+"""Pixels rescaled at a time by _rescale_to_grey8: a working set of a few MiB at any size."""
 DEFAULT_MAX_FILE_BYTES = 64 * 2**20
 """Larger files are rejected unread: a 512x512 JPEG slice is about 50 KB, a 4096x4096 16-bit
 uncompressed TIFF 32 MiB."""
@@ -52,6 +63,11 @@ _OTHER_KINDS = (
     (b"Rar!", "a RAR archive"),
     (b"\xd0\xcf\x11\xe0", "an Office or Thumbs.db file"),
 )
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIC_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis"})
+_HEIF_BRANDS = frozenset({b"mif1", b"msf1"})
+"""The generic HEIF brands: the major brand of some AVIF files too, which then list avif among
+their compatible brands."""
 
 
 class ImageRejected(ValueError):
@@ -86,6 +102,8 @@ def describe_content(head: bytes) -> str:
     """What a file that is not a supported image seems to be, from its first bytes, in words."""
     if head[128:132] == b"DICM":
         return "a DICOM file (export the slices as PNG or JPEG)"
+    if head[4:8] == b"ftyp":
+        return _describe_iso_media(head)
     for magic, kind in _OTHER_KINDS:
         if head.startswith(magic):
             return kind
@@ -93,6 +111,20 @@ def describe_content(head: bytes) -> str:
         first_line = head.decode("utf-8", "backslashreplace").strip().split("\n")[0]
         return f"text starting {first_line[:40]!r}"
     return f"unrecognised content (first bytes {head[:8].hex(' ')})"
+
+
+def _describe_iso_media(head: bytes) -> str:
+    """An ISO-BMFF file (one that starts with an `ftyp` box: a phone's HEIC photo, AVIF, MP4 or
+    QuickTime video) named by its major brand (bytes 8-12), and for a generic HEIF one by its
+    compatible brands, which follow the minor version as far as the box and `head` go."""
+    major = head[8:12]
+    box_end = min(int.from_bytes(head[:4], "big") or len(head), len(head))
+    compatible = {head[at : at + 4] for at in range(16, box_end - 3, 4)}
+    if major in _AVIF_BRANDS or (major in _HEIF_BRANDS and compatible & _AVIF_BRANDS):
+        return "an AVIF image (convert it to PNG or JPEG)"
+    if major in _HEIC_BRANDS | _HEIF_BRANDS:
+        return "a HEIC/HEIF image (convert it to PNG or JPEG)"
+    return "an ISO media file (video; export the slices as PNG or JPEG)"
 
 
 def _unrecognised(head: bytes) -> ImageRejected:
@@ -179,24 +211,57 @@ def to_rgb(image: Image.Image) -> Image.Image:
     transparency is composited on black, the background of an MRI. A float image's NaN and
     infinite pixels (a masked background, say) take the ends of the finite range: one of them
     would otherwise make the whole range NaN and the image black."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
-        if image.mode == "F":  # only float pixels can be NaN or infinite
-            finite = pixels[np.isfinite(pixels)]
-            if not finite.size:
-                raise ImageRejected(UNREADABLE, "no pixel has a finite value (all NaN or infinite)")
-            pixels = np.nan_to_num(
-                pixels, nan=finite.min(), posinf=finite.max(), neginf=finite.min()
-            )
-        low, high = float(pixels.min()), float(pixels.max())
-        scaled = (pixels - low) * (255.0 / (high - low)) if high > low else pixels * 0
-        image = Image.fromarray(scaled.round().astype(np.uint8))
+    if image.mode in _HIGH_DEPTH_MODES:
+        image = Image.fromarray(_rescale_to_grey8(image))
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, image.convert("RGBA"))
     return image.convert("RGB")
+
+
+def _tiles(image: Image.Image) -> Iterator[tuple[tuple[int, int, int, int], np.ndarray]]:
+    """The image as (box, pixels) tiles of at most _SCALE_BLOCK_PIXELS, in its own dtype."""
+    columns = max(1, min(image.width, _SCALE_BLOCK_PIXELS))
+    rows = max(1, _SCALE_BLOCK_PIXELS // columns)
+    for top in range(0, image.height, rows):
+        for left in range(0, image.width, columns):
+            box = (left, top, min(left + columns, image.width), min(top + rows, image.height))
+            yield box, np.asarray(image.crop(box))
+
+
+def _rescale_to_grey8(image: Image.Image) -> np.ndarray:
+    """A high-bit-depth or float grey image linearly mapped from its finite range onto 0-255.
+
+    Two passes over tiles (the range, then the scaling, in float64 as one whole-image
+    expression would compute it, so results are the same to the bit) keep the working set
+    at the uint8 result plus a few MiB: a whole-image float64 copy is 8 bytes a pixel, and a
+    95 KB 7000x7000 16-bit PNG once cost over a GB in each decoding process."""
+    is_float = image.mode == "F"  # only float pixels can be NaN or infinite
+    low = high = None
+    for _, pixels in _tiles(image):
+        if is_float:
+            pixels = pixels[np.isfinite(pixels)]
+        if pixels.size:
+            tile_low, tile_high = float(pixels.min()), float(pixels.max())
+            low = tile_low if low is None else min(low, tile_low)
+            high = tile_high if high is None else max(high, tile_high)
+    if low is None or high is None:
+        raise ImageRejected(UNREADABLE, "no pixel has a finite value (all NaN or infinite)")
+    grey = np.empty((image.height, image.width), dtype=np.uint8)
+    for (left, top, right, bottom), pixels in _tiles(image):
+        scaled = pixels.astype(np.float64)
+        if is_float:
+            np.nan_to_num(scaled, copy=False, nan=low, posinf=high, neginf=low)
+        if high > low:
+            scaled -= low
+            scaled *= 255.0 / (high - low)
+            np.rint(scaled, out=scaled)
+        else:
+            scaled[...] = 0
+        grey[top:bottom, left:right] = scaled
+    return grey
 
 
 def square_resize(rgb: Image.Image, size: int) -> np.ndarray:

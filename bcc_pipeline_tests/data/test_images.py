@@ -4,6 +4,7 @@ import struct
 import tracemalloc
 import warnings
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
+from bcc_pipeline.data import images
 from bcc_pipeline.data.images import (
     EMPTY,
     MAX_PIXELS,
@@ -62,6 +64,97 @@ def test_non_finite_float_pixels_take_the_ends_of_the_finite_range():
     pixels = np.array([[0.0, 0.5], [np.nan, 1.0], [np.inf, -np.inf]], dtype=np.float32)
     grey = np.asarray(to_rgb(Image.fromarray(pixels)))[..., 0]
     assert grey.tolist() == [[0, 128], [0, 255], [255, 0]]
+
+
+def _whole_image_rescale(pixels: np.ndarray) -> np.ndarray:
+    """The 8-bit grey of a high-bit-depth or float image as one whole-image float64 expression:
+    what to_rgb computed before it worked in tiles, and the stored tensors were made with."""
+    pixels = pixels.astype(np.float64)
+    finite = pixels[np.isfinite(pixels)]
+    pixels = np.nan_to_num(pixels, nan=finite.min(), posinf=finite.max(), neginf=finite.min())
+    low, high = pixels.min(), pixels.max()
+    scaled = (pixels - low) * (255.0 / (high - low)) if high > low else pixels * 0
+    return scaled.round().astype(np.uint8)
+
+
+def _high_depth_pixels(dtype: str, shape: tuple[int, int], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if dtype == "float32":
+        pixels = (rng.standard_normal(shape) * 1e6).astype(np.float32)
+        if pixels.size > 6:  # and some pixels finite
+            pixels.flat[rng.choice(pixels.size, 6, replace=False)] = [np.nan, np.inf, -np.inf] * 2
+        return pixels
+    info = np.iinfo(np.dtype(dtype))
+    return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+
+
+@pytest.mark.parametrize("block_pixels", [7, 50, 2**18])
+@pytest.mark.parametrize("dtype", ["uint16", ">u2", "int32", "float32"])
+def test_rescaling_in_tiles_gives_the_whole_image_result_to_the_bit(
+    monkeypatch, dtype, block_pixels
+):
+    """Tiles narrower than a row (7 pixels), of whole rows (50) and one tile for the image: the
+    result of every tiling is the one the stored tensors were made with."""
+    monkeypatch.setattr(images, "_SCALE_BLOCK_PIXELS", block_pixels)
+    for seed, shape in enumerate([(1, 1), (23, 17), (31, 9), (1, 40)]):
+        pixels = _high_depth_pixels(dtype, shape, seed)
+        image = Image.fromarray(pixels)
+        assert image.mode in ("I;16", "I;16B", "I", "F")
+        grey = np.asarray(to_rgb(image))
+        assert grey.shape == (*shape, 3)
+        for channel in range(3):
+            np.testing.assert_array_equal(grey[..., channel], _whole_image_rescale(pixels))
+
+
+def test_a_constant_high_depth_image_is_black_in_any_tiling(monkeypatch):
+    monkeypatch.setattr(images, "_SCALE_BLOCK_PIXELS", 5)
+    masked_float = np.full((9, 4), -2.5, np.float32)
+    masked_float[2, :] = np.nan  # non-finite pixels take the ends of a range of one value
+    for pixels in [np.full((9, 4), 40_000, np.uint16), masked_float]:
+        assert np.asarray(to_rgb(Image.fromarray(pixels))).max() == 0
+
+
+def _traced_peak(work: Callable[[], object]) -> int:
+    """The most memory traced at once while `work` runs: numpy reports its arrays to
+    tracemalloc; Pillow's own image buffers (the decoded frame, the RGB result) it does not."""
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+MEMORY_SIDE = 4000
+"""16 M pixels: the tiles' fixed working set (about 4 MiB) is a quarter of the 16 MiB 8-bit
+grey, so a bound of twice the grey output fails for any whole-image copy of 1 byte a pixel or
+more; the float64 copies of the old conversion took over 24 bytes a pixel."""
+
+
+def test_decoding_a_16_bit_png_takes_memory_proportional_to_its_8_bit_output():
+    """The survey's case: a small 16-bit PNG of many pixels cost a GB in each decoding process.
+    What the conversion may hold beside Pillow's frames is its 8-bit grey (1 byte a pixel, a
+    third of the RGB output) and a few MiB of tiles: twice the grey allows both."""
+    ramp = np.linspace(0, 65535, MEMORY_SIDE).astype(np.uint16)
+    data = _encode(Image.fromarray(np.tile(ramp, (MEMORY_SIDE, 1))), "PNG", compress_level=1)
+    decoded: list[DecodedImage] = []
+    peak = _traced_peak(lambda: decoded.append(decode_image(data, draft_size=128)))
+    assert decoded[0].mode == "I;16"
+    assert decoded[0].rgb.getpixel((0, 0)) == (0, 0, 0)
+    assert decoded[0].rgb.getpixel((MEMORY_SIDE - 1, 0)) == (255, 255, 255)
+    assert peak < 2 * MEMORY_SIDE**2, f"{peak / MEMORY_SIDE**2:.1f} bytes a pixel"
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32])
+def test_rescaling_32_bit_and_float_grey_takes_memory_proportional_to_its_8_bit_output(dtype):
+    """The bound of the 16-bit case for 4-byte pixels, NaN ones among the float (its finite
+    range is found apart), through to_rgb: a 16 M-pixel TIFF would take seconds to encode."""
+    pixels = np.tile(np.linspace(0, 65535, MEMORY_SIDE).astype(dtype), (MEMORY_SIDE, 1))
+    if dtype == np.float32:
+        pixels[::7, ::5] = np.nan
+    image = Image.fromarray(pixels)
+    peak = _traced_peak(lambda: to_rgb(image))
+    assert peak < 2 * MEMORY_SIDE**2, f"{peak / MEMORY_SIDE**2:.1f} bytes a pixel"
 
 
 def test_a_float_image_without_a_finite_pixel_is_rejected_as_unreadable():
@@ -187,6 +280,12 @@ def test_perceptual_hash_tolerates_reencoding_but_separates_content():
     assert distance(to_rgb(base), to_rgb(other)) > 40
 
 
+def _ftyp(major: bytes, *compatible: bytes) -> bytes:
+    """The start of an ISO-BMFF file (HEIC, AVIF, MP4): its `ftyp` box, then an `mdat` box."""
+    body = b"ftyp" + major + bytes(4) + b"".join(compatible)
+    return struct.pack(">I", 4 + len(body)) + body + struct.pack(">I", 208) + b"mdat" + bytes(200)
+
+
 @pytest.mark.parametrize(
     ("content", "status", "reason"),
     [
@@ -195,6 +294,12 @@ def test_perceptual_hash_tolerates_reencoding_but_separates_content():
         (b"PK\x03\x04" + bytes(200), NOT_AN_IMAGE, "ZIP archive"),
         (bytes(128) + b"DICM" + bytes(100), NOT_AN_IMAGE, "DICOM"),
         (b"\x00\x01\x02\x03garbage", NOT_AN_IMAGE, "unrecognised content"),
+        (_ftyp(b"heic", b"mif1", b"heic"), NOT_AN_IMAGE, r"HEIC/HEIF image \(convert"),
+        (_ftyp(b"mif1", b"mif1", b"heic"), NOT_AN_IMAGE, r"HEIC/HEIF image \(convert"),
+        (_ftyp(b"avif", b"avif", b"mif1", b"miaf"), NOT_AN_IMAGE, r"AVIF image \(convert"),
+        (_ftyp(b"mif1", b"mif1", b"avif", b"miaf"), NOT_AN_IMAGE, r"AVIF image \(convert"),
+        (_ftyp(b"isom", b"isom", b"avc1", b"mp41"), NOT_AN_IMAGE, r"ISO media file \(video"),
+        (_ftyp(b"qt  ", b"qt  "), NOT_AN_IMAGE, r"ISO media file \(video"),
     ],
 )
 def test_files_that_are_not_images_are_named_for_what_they_are(tmp_path, content, status, reason):
