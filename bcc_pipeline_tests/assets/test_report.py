@@ -169,8 +169,8 @@ def test_a_split_table_of_another_split_is_refused(pipeline_run, tmp_path):
 
 
 def test_the_auroc_interval_resamples_the_split_tables_duplicate_groups(pipeline_run, tmp_path):
-    """With every test image of a class in one duplicate group there is nothing to resample:
-    the interval shrinks to the estimate. Counted image by image, it would not."""
+    """With every test image of a class in one duplicate group there is nothing to resample,
+    so there is no interval. Counted image by image, there would be one."""
     result = pipeline_run.result
     table = pd.read_parquet(result.output_for_node("stratified_split"))
     test = table["split"] == "test"
@@ -185,7 +185,7 @@ def test_the_auroc_interval_resamples_the_split_tables_duplicate_groups(pipeline
         resources={**resources(Path("."), tmp_path), "io_manager": _Paths(upstream)},
     )
     report = json.loads(Path(run.output_for_node("test_metrics_report")).read_text())
-    assert report["macro_auroc_ci95"] == [report["macro_auroc"]] * 2
+    assert report["macro_auroc"] is not None and report["macro_auroc_ci95"] is None
     original = json.loads(Path(result.output_for_node("test_metrics_report")).read_text())
     low, high = original["macro_auroc_ci95"]
     assert high > low
