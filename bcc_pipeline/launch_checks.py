@@ -9,17 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic
 
 from bcc_pipeline.errors import ConfigError
-from bcc_pipeline.resources import (
-    AcceleratorResource,
-    ArtifactsResource,
-    DatasetResource,
-    QualityGatesResource,
-)
+
+if TYPE_CHECKING:  # the resources call these checks: no import back at run time
+    from bcc_pipeline.resources import (
+        AcceleratorResource,
+        ArtifactsResource,
+        DatasetResource,
+        QualityGatesResource,
+    )
 
 MANIFEST, SPLIT, TENSORS, TRAINING = (
     "raw_image_manifest",
@@ -92,9 +94,7 @@ def launch_problems(
     """One line per problem, `<run-config path>: <what is wrong and how to fix it>`; empty when
     the run can start. `selected` holds the step keys the run executes (asset names for
     assets; None: all of them)."""
-    from bcc_pipeline.assets.split import SplitConfig
-    from bcc_pipeline.assets.tensors import TensorsConfig
-    from bcc_pipeline.assets.training import TrainingConfig
+    from bcc_pipeline.config import SplitConfig, TensorsConfig, TrainingConfig
     from bcc_pipeline.data.split import check_fractions
     from bcc_pipeline.garbage import import_frozen
     from bcc_pipeline.ml.backbones import check_backbone, fetch_weights

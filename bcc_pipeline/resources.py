@@ -338,7 +338,7 @@ class TrackingResource(dg.ConfigurableResource):
 def _split_settings(run: dg.DagsterRun) -> dict | None:
     """The split settings of this run's config, when this run made the split; None when the
     split came from an earlier run (its settings are that run's, not this config's)."""
-    from bcc_pipeline.assets.split import SplitConfig
+    from bcc_pipeline.config import SplitConfig
 
     steps, selection = run.step_keys_to_execute, run.asset_selection
     if steps is not None and "stratified_split" not in steps:

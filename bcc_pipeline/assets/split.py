@@ -3,13 +3,10 @@ image kept in the split it had when the folder grows."""
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
 
 from bcc_pipeline.assets.common import GROUP, artifact_metadata, markdown_table, user_errors
-from bcc_pipeline.data.near_duplicates import HASH_BITS
+from bcc_pipeline.config import SplitConfig
 from bcc_pipeline.data.split import (
-    IDENTICAL_ONLY,
-    NEAR_DUPLICATE_DISTANCE,
     SPLITS,
     SplitConfigError,
     split_fingerprint,
@@ -23,35 +20,6 @@ LEDGER_FOLDER = "ledger"
 """Under artifacts/stratified_split/: the assignment every later run keeps."""
 CODE_VERSION = "1"
 """Bump when the split logic changes: the UI then marks this asset and what follows stale."""
-
-
-class SplitConfig(dg.Config):
-    seed: int = Field(
-        default=42,
-        ge=0,
-        description=(
-            "Seed of the split, 0 or more; same manifest + seed = same split. Changing it (or a "
-            "fraction, or near_duplicate_distance) re-draws the split on purpose: images may "
-            "move."
-        ),
-    )
-    train_fraction: float = Field(default=0.7, description="Share of each class for training.")
-    val_fraction: float = Field(default=0.2, description="Share for validation (early stopping).")
-    test_fraction: float = Field(default=0.1, description="Share held out for the test report.")
-    near_duplicate_distance: int = Field(
-        default=NEAR_DUPLICATE_DISTANCE,
-        ge=IDENTICAL_ONLY,
-        le=HASH_BITS - 1,
-        description=(
-            "Images whose 256-bit perceptual hashes differ in at most this many bits are treated "
-            "as near-duplicates and kept in one split; -1 groups byte-identical files only. "
-            "Re-encoded or rescaled copies differ by 0-6 bits, distinct slices by 8 or more."
-        ),
-    )
-
-    @property
-    def fractions(self) -> dict[str, float]:
-        return {"train": self.train_fraction, "val": self.val_fraction, "test": self.test_fraction}
 
 
 @dg.asset(

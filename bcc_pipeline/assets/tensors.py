@@ -4,7 +4,6 @@ import time
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
 
 from bcc_pipeline.assets.common import (
     GROUP,
@@ -12,6 +11,7 @@ from bcc_pipeline.assets.common import (
     markdown_table,
     user_errors,
 )
+from bcc_pipeline.config import TensorsConfig
 from bcc_pipeline.data.split import SPLITS, split_fingerprint
 from bcc_pipeline.data.tensors import ImageChangedError, TensorSplits, write_tensor_splits
 from bcc_pipeline.resources import ArtifactsResource, DatasetResource, LaunchChecksResource
@@ -20,25 +20,6 @@ from bcc_pipeline.storage import link_files, reused_or_filled
 CODE_VERSION = "2"
 """Bump when the decoding logic changes: the UI then marks this asset and what follows stale,
 and stored tensors of the old decoder are no longer reused."""
-
-
-MAX_IMAGE_SIZE = 1024
-"""Above this a run would not finish in useful time: a ViT's attention grows with the fourth
-power of the side (vit_tiny at 2048 px made no progress in 5 minutes on a CPU), and the tensors
-with its square (3 MiB an image at 1024 px)."""
-
-
-class TensorsConfig(dg.Config):
-    image_size: int = Field(
-        default=224,
-        ge=1,
-        le=MAX_IMAGE_SIZE,
-        description=(
-            "Side of the square images the model sees. The backbone decides which sizes work "
-            "(checked at launch): pretrained ViTs need their own (224 for vit_b_16), vit_tiny "
-            f"any multiple of 16 from 32, other models at least 32. At most {MAX_IMAGE_SIZE}."
-        ),
-    )
 
 
 @dg.asset(

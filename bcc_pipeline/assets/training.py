@@ -11,8 +11,8 @@ from bcc_pipeline.assets.common import (
     markdown_table,
     user_errors,
 )
+from bcc_pipeline.config import TrainingConfig
 from bcc_pipeline.errors import ConfigError
-from bcc_pipeline.ml.settings import TrainingSettings
 from bcc_pipeline.resources import (
     AcceleratorResource,
     ArtifactsResource,
@@ -22,10 +22,6 @@ from bcc_pipeline.resources import (
 
 CODE_VERSION = "1"
 """Bump when the training logic changes: the UI then marks vit_checkpoint and what follows stale."""
-
-
-class TrainingConfig(dg.Config, TrainingSettings):
-    """The training settings (bcc_pipeline.ml.settings) as the asset's run config."""
 
 
 @dg.asset(
