@@ -7,7 +7,6 @@ it, so `models:/bcc_pipeline@production` is always the model in use."""
 
 from __future__ import annotations
 
-import logging
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +25,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from sqlalchemy.exc import SQLAlchemyError
 
 from bcc_pipeline.errors import ConfigError
+from bcc_pipeline.quiet import MLFLOW_MIGRATIONS, quieter
 
 REGISTERED_MODEL = "bcc_pipeline"
 PRODUCTION_ALIAS = "production"
@@ -146,31 +146,27 @@ class TrackingStore:
         """Connect and find the experiment, creating it on first use."""
         _check_server_answers(tracking_uri)
         _check_not_in_memory(tracking_uri)
-        migrations = logging.getLogger("mlflow.store.db.utils")
-        level = migrations.level
-        migrations.setLevel(logging.WARNING)  # a new store's table set-up is not news
-        try:
-            client = MlflowClient(tracking_uri=tracking_uri)  # makes a SQLite file's folder
-            experiment = client.get_experiment_by_name(experiment_name)
-            _check_not_deleted(experiment, experiment_name)
-            experiment_id = (
-                experiment.experiment_id
-                if experiment is not None
-                else client.create_experiment(
-                    experiment_name,
-                    artifact_location=_artifact_location(tracking_uri),
-                    tags={EXPERIMENT_KIND_TAG: "custom_model_development"},
+        with quieter(MLFLOW_MIGRATIONS):  # a new store's table set-up is not news
+            try:
+                client = MlflowClient(tracking_uri=tracking_uri)  # makes a SQLite file's folder
+                experiment = client.get_experiment_by_name(experiment_name)
+                _check_not_deleted(experiment, experiment_name)
+                experiment_id = (
+                    experiment.experiment_id
+                    if experiment is not None
+                    else client.create_experiment(
+                        experiment_name,
+                        artifact_location=_artifact_location(tracking_uri),
+                        tags={EXPERIMENT_KIND_TAG: "custom_model_development"},
+                    )
                 )
-            )
-        except (MlflowException, OSError, SQLAlchemyError) as err:
-            raise TrackingError(
-                f"cannot use the MLflow tracking store {tracking_uri!r} ({err}); set "
-                "tracking_uri to a reachable server or a writable sqlite:/// path, or enabled: "
-                "false",
-                setting="tracking_uri",
-            ) from None  # the message says it all; the console log shows the innermost error
-        finally:
-            migrations.setLevel(level)
+            except (MlflowException, OSError, SQLAlchemyError) as err:
+                raise TrackingError(
+                    f"cannot use the MLflow tracking store {tracking_uri!r} ({err}); set "
+                    "tracking_uri to a reachable server or a writable sqlite:/// path, or enabled: "
+                    "false",
+                    setting="tracking_uri",
+                ) from None  # the message says it all; the console log shows the innermost error
         return cls(client, tracking_uri, experiment_id)
 
     def run_for(self, pipeline_run_id: str) -> TrackedRun:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from bcc_pipeline.errors import ConfigError
 from bcc_pipeline.ml.settings import DeviceSettings
+from bcc_pipeline.quiet import LIGHTNING_BANNER, quieter
 
 ACCELERATORS = ("auto", "cpu", "gpu", "mps")
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
@@ -180,7 +178,7 @@ class TrainerDevice:
         import pytorch_lightning as pl
 
         try:
-            with quiet_lightning_banner():
+            with quieter(LIGHTNING_BANNER):
                 pl.Trainer(
                     **self.trainer_kwargs(),
                     logger=False,
@@ -202,19 +200,6 @@ class TrainerDevice:
             "strategy": self.strategy,
             "num_nodes": self.num_nodes,
         }
-
-
-@contextmanager
-def quiet_lightning_banner() -> Iterator[None]:
-    """Silence the lines Lightning logs whenever it builds a Trainer ("GPU available: ...",
-    a tip to install a cloud logger): the run logs its own device line once."""
-    banner = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    level = banner.level
-    banner.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        banner.setLevel(level)
 
 
 def _launchable_strategy(strategy: str, world_size: int) -> str:

@@ -23,11 +23,12 @@ from pytorch_lightning.loggers import CSVLogger
 from bcc_pipeline.data.tensors import TensorSplits
 from bcc_pipeline.ml.backbones import check_backbone
 from bcc_pipeline.ml.datamodule import MRIDataModule
-from bcc_pipeline.ml.devices import TrainerDevice, quiet_lightning_banner
+from bcc_pipeline.ml.devices import TrainerDevice
 from bcc_pipeline.ml.features import cached_feature_splits, feature_store_key
 from bcc_pipeline.ml.module import BrainMRIClassifier
 from bcc_pipeline.ml.network import ClassifierNet, build_network, predict_logits
 from bcc_pipeline.ml.settings import TrainingSettings
+from bcc_pipeline.quiet import LIGHTNING_BANNER, quieter
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -117,7 +118,7 @@ def _quiet_fit(torch_threads: int | None) -> Iterator[None]:
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     try:
-        with quiet_lightning_banner(), warnings.catch_warnings():
+        with quieter(LIGHTNING_BANNER), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)`")
             yield
