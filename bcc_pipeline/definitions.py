@@ -28,6 +28,7 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules([manifest, split, tensors, training, report, promotion]),
     asset_checks=dg.load_asset_checks_from_modules([checks]),
     jobs=[training_job],
+    # The one setting read when the code location loads: a schedule's times must exist then.
     schedules=[build_retraining_schedule()],
     sensors=[new_data_sensor],
     loggers={"console": concise_console_logger},
