@@ -78,8 +78,9 @@ def challenger_shortfall(
     empty when it is no worse: compared on at least `min_images`, at most `margin` below the
     champion and not significantly worse at level alpha."""
     if comparison.n < min_images:
+        untouched = "1 test image is" if comparison.n == 1 else f"{comparison.n} test images are"
         return [
-            f"only {comparison.n} test images are untouched by the production model, fewer "
+            f"only {untouched} untouched by the production model, fewer "
             f"than min_images_compared ({min_images}), too few to show the new model is no "
             "worse (a changed split or a smaller folder leaves few): add images, or, to "
             "promote this model without a comparison, move current.json aside"

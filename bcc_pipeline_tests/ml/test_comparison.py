@@ -63,7 +63,7 @@ def test_better_challenger_is_never_refused_for_significance():
     assert challenger_shortfall(comparison, margin=0.0, alpha=0.05, min_images=1) == []
 
 
-@pytest.mark.parametrize(("n", "refused"), [(0, True), (29, True), (30, False)])
+@pytest.mark.parametrize(("n", "refused"), [(0, True), (1, True), (29, True), (30, False)])
 def test_too_few_images_compared_is_a_reason_to_keep_production(n, refused):
     """Even a challenger right on every image where the two differ: n decides alone."""
     comparison = (
@@ -74,5 +74,6 @@ def test_too_few_images_compared_is_a_reason_to_keep_production(n, refused):
     reasons = challenger_shortfall(comparison, margin=0.01, alpha=0.05, min_images=30)
     assert bool(reasons) == refused
     if refused:
-        assert reasons[0].startswith(f"only {n} test images are untouched by the production")
+        images = "1 test image is" if n == 1 else f"{n} test images are"
+        assert reasons[0].startswith(f"only {images} untouched by the production")
         assert "fewer than min_images_compared (30)" in reasons[0]
