@@ -254,12 +254,17 @@ def generate_sample_dataset(
     return root
 
 
+def image_name(label: str, number: int) -> str:
+    """The file name of image `number` (from 1) of class `label`, as in the Kaggle download."""
+    return f"{label}_{number:04d}.jpg"
+
+
 def write_slice(class_dir: Path, label: str, number: int, size: int, seed: int = 0) -> Path:
     """Image `number` (from 1) of class `label`, drawn from its own seed (seed, class, number)
     and written atomically as class_dir/<label>_<number:04d>.jpg: so the images of a dataset
     can be written in any order, by any process, and come out byte for byte the same."""
     rng = np.random.default_rng([seed, CLASS_FOLDERS.index(label), number])
-    path = class_dir / f"{label}_{number:04d}.jpg"
+    path = class_dir / image_name(label, number)
     with atomic_path(path) as tmp:
         Image.fromarray(render_slice(label, rng, size)).save(
             tmp, format="JPEG", quality=_JPEG_QUALITY, comment=SYNTHETIC_MARK

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # the package, even where it is not pip-installed
     sys.path.insert(1, str(REPO))
 
-from bcc_pipeline.sample_data import CLASS_FOLDERS, KAGGLE_SUBDIR  # noqa: E402
+from bcc_pipeline.sample_data import CLASS_FOLDERS, KAGGLE_SUBDIR, image_name  # noqa: E402
 
 KAGGLE_COUNTS: dict[str, int] = {"brain_glioma": 2004, "brain_menin": 2004, "brain_tumor": 2048}
 """Files per class of the Kaggle 'Brain Cancer - MRI dataset' (6056 in all)."""
@@ -263,11 +263,6 @@ def _class_dir(data: Path, label: str) -> Path:
     return data / KAGGLE_SUBDIR / label
 
 
-def _image_name(label: str, number: int) -> str:
-    """generate_sample_dataset's file name for image `number` (from 1) of a class."""
-    return f"{label}_{number:04d}.jpg"
-
-
 def _existing(data: Path) -> tuple[dict[str, int], int]:
     """(originals per class, '... - Copy.jpg' files in brain_tumor) under `data`."""
     originals, copies = {}, 0
@@ -283,7 +278,7 @@ def _existing_size(data: Path) -> int | None:
     from PIL import Image
 
     for label in CLASS_FOLDERS:
-        first = _class_dir(data, label) / _image_name(label, 1)
+        first = _class_dir(data, label) / image_name(label, 1)
         if first.exists():
             with Image.open(first) as image:
                 return image.width
@@ -345,7 +340,7 @@ def ensure_dataset(
         list(pool.map(_write_slice, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
     tumor = _class_dir(data, "brain_tumor")
     for n in range(1, copies + 1):
-        original = tumor / _image_name("brain_tumor", n)
+        original = tumor / image_name("brain_tumor", n)
         shutil.copyfile(original, original.with_name(original.stem + COPY_SUFFIX))
     seconds = time.perf_counter() - start
     if _existing(data) != wanted:
@@ -378,7 +373,7 @@ def split_counts(
     rng = np.random.default_rng(0)
     rows = [
         {
-            "path": f"{label}/{_image_name(label, n)}",
+            "path": f"{label}/{image_name(label, n)}",
             "label": label,
             "sha256": rng.bytes(32).hex(),
             "phash": rng.bytes(32).hex(),
