@@ -217,7 +217,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
         background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, image.convert("RGBA"))
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")  # no needless copy
+        image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
 
 
