@@ -202,7 +202,7 @@ def _found_class_folders(data_dir: Path, files: list[Path], statuses: Sequence[s
     parent = min(per_parent, key=lambda folder: (-per_parent[folder], str(folder)))
     data_files = [p for p, status in zip(files, statuses, strict=True) if status != OS_FILE]
     chosen = sorted({path.parent for path in data_files if path.parent.parent == parent})
-    outside = [path for path in images if parent not in path.parents]
+    outside = [path for path in images if not any(folder in path.parents for folder in chosen)]
     if len(outside) > MAX_OUTSIDE_SHARE * len(images):
         parents = ", ".join(
             f"{printable(folder.relative_to(data_dir).as_posix() or '.')}/ ({count})"
@@ -237,8 +237,12 @@ def _refuse_look_alike_names(labels: list[str]) -> None:
 
 
 def _named_folder(data_dir: Path, folders: list[Path], name: str) -> Path:
-    parts = PurePosixPath(name).parts
-    matches = [f for f in folders if f.relative_to(data_dir).parts[-len(parts) :] == parts]
+    """The folder `name` names: the one at exactly that path under data_dir, else the one
+    whose path ends so. Metadata folders (__MACOSX and the like) are never named."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    folders = [f for f in folders if _metadata_folder(f.relative_to(data_dir).parts) is None]
+    exact = [f for f in folders if f.relative_to(data_dir).parts == parts]
+    matches = exact or [f for f in folders if f.relative_to(data_dir).parts[-len(parts) :] == parts]
     if len(matches) == 1:
         return matches[0]
     found = sorted(printable(f.relative_to(data_dir).as_posix()) for f in folders)
@@ -328,7 +332,7 @@ def _label(row: dict, path: Path, classes: dict[Path, str]) -> dict:
     return {
         **row,
         "status": OUTSIDE_CLASS_FOLDERS,
-        "error": f"image is not directly inside {where}; move it into one, or name the class "
+        "error": f"image is not inside {where}; move it into one, or name the class "
         "folders in dataset class_folders",
     }
 

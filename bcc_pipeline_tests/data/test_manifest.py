@@ -490,3 +490,27 @@ def test_class_folders_named_alike_are_refused_as_one_class_split_in_two(
     assert len(list(root.iterdir())) == 3
     with pytest.raises(DataFolderError, match="differ only in case, spaces or Unicode form"):
         scan_folder(root)
+
+
+def test_one_class_a_level_deeper_than_the_others_stops_the_scan_instead_of_vanishing(
+    sample_root, tmp_path
+):
+    root = tmp_path / "data"
+    _copy_classes(sample_root, root, {"glioma": "glioma", "tumor": "tumor"}, 6)
+    _copy_classes(sample_root, root, {"menin": "menin/patient_0"}, 3)
+    _copy_classes(sample_root, root, {"menin": "menin/patient_1"}, 3)
+    with pytest.raises(DataFolderError, match="would leave 6 of 18 images out"):
+        scan_folder(root)
+
+
+def test_a_named_class_folder_is_its_exact_path_before_any_that_ends_alike(sample_root, tmp_path):
+    root = tmp_path / "data"
+    _copy_classes(sample_root, root, {"glioma": "glioma", "menin": "menin"}, 3)
+    _copy_classes(sample_root, root, {"glioma": "old/glioma"}, 3)
+    twin = next((root / "glioma").glob("*.jpg"))
+    (root / "__MACOSX" / "menin").mkdir(parents=True)
+    (root / "__MACOSX" / "menin" / f"._{twin.name}").write_bytes(b"\x00\x05\x16\x07")
+    manifest = scan_folder(root, class_folders=["glioma", "menin\\"])
+    labelled = manifest[manifest["label"] != ""]
+    assert sorted(set(labelled["path"].str.split("/").str[0])) == ["glioma", "menin"]
+    assert (manifest.loc[manifest["path"].str.startswith("old/"), "label"] == "").all()
