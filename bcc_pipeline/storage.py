@@ -184,8 +184,8 @@ def _filled_once(store: Path) -> Iterator[Path | None]:
         partial.mkdir()
         yield partial
         (partial / STORE_COMPLETE).touch()
-        if store.exists() and not (store / STORE_COMPLETE).is_file():
-            shutil.rmtree(store)  # left by hand or by a tool: never by this writer
+        if os.path.lexists(store) and not (store / STORE_COMPLETE).is_file():
+            _set_aside(store)  # left by hand or by a tool (a file, say): never by this writer
         try:
             partial.rename(store)
         except OSError:  # another run completed the same key first: keep theirs
@@ -194,8 +194,9 @@ def _filled_once(store: Path) -> Iterator[Path | None]:
 
 
 StoreContent = TypeVar("StoreContent")
-DAMAGE_ERRORS = (ValueError, OSError, KeyError)
-"""What opening a store's files raises when one was cut short, deleted or overwritten."""
+DAMAGE_ERRORS = (ValueError, OSError, KeyError, TypeError)
+"""What opening a store's files raises when one was cut short, deleted or overwritten (a
+TypeError: a JSON file holding a list or null where its reader wants a mapping)."""
 
 
 def reused_or_filled(

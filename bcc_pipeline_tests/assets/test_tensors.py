@@ -104,12 +104,19 @@ def _one_row_fewer(path: Path) -> None:
     np.save(path, rows[:-1])
 
 
+def _meta_a_list(path: Path) -> None:
+    meta = path.with_name("meta.json")
+    meta.unlink()
+    meta.write_text("[]")
+
+
 @pytest.mark.parametrize(
     ("damage", "error"),
     [
         (_cut_short, "ValueError"),
         (Path.unlink, "FileNotFoundError"),
         (_one_row_fewer, "ValueError"),
+        (_meta_a_list, "TypeError"),
     ],
 )
 def test_a_damaged_store_of_tensors_is_said_and_decoded_again(damage, error, sample_root, tmp_path):

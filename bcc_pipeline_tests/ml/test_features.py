@@ -110,6 +110,18 @@ def test_a_damaged_completed_store_is_said_and_computed_again(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["key"], "the old one is gone"
 
 
+def test_a_file_where_the_store_should_be_is_set_aside_and_the_store_computed(
+    sample_tensors, tmp_path
+):
+    store = tmp_path / "key"
+    store.write_text("not a folder")
+    splits, reused = cached_feature_splits(
+        tiny_net(), sample_tensors, CPU, torch.float32, True, store
+    )
+    assert not reused and (store / STORE_COMPLETE).is_file()
+    assert len(splits["val"].views[0]) == len(sample_tensors.labels("val"))
+
+
 def test_the_cache_never_runs_the_backbone_on_the_test_split(sample_tensors, tmp_path):
     net = tiny_net()
     seen: list[int] = []
