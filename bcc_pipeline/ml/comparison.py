@@ -71,20 +71,11 @@ def compare_paired(
     )
 
 
-def challenger_shortfall(
-    comparison: PairedComparison, margin: float, alpha: float, min_images: int
-) -> list[str]:
-    """Why the challenger may not replace the champion on the evidence of the same images;
-    empty when it is no worse: compared on at least `min_images`, at most `margin` below the
-    champion and not significantly worse at level alpha."""
-    if comparison.n < min_images:
-        untouched = "1 test image is" if comparison.n == 1 else f"{comparison.n} test images are"
-        return [
-            f"only {untouched} untouched by the production model, fewer "
-            f"than min_images_compared ({min_images}), too few to show the new model is no "
-            "worse (a changed split or a smaller folder leaves few): add images, or, to "
-            "promote this model without a comparison, move current.json aside"
-        ]
+def challenger_shortfall(comparison: PairedComparison, margin: float, alpha: float) -> list[str]:
+    """Why the challenger is worse than the champion on the same images; empty when it is no
+    worse: at most `margin` below the champion and not significantly worse at level alpha."""
+    if comparison.n == 0:
+        return ["no test image is untouched by the production model, so they cannot be compared"]
     reasons = []
     gap = comparison.champion_accuracy - comparison.challenger_accuracy
     images_behind = comparison.champion_only_correct - comparison.challenger_only_correct

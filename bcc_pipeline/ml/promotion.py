@@ -128,10 +128,29 @@ def _against_production(
         _correct_on_test(champion_net, champion, tensors, device)[untouched],
         (challenger_predictions == tensors.labels("test"))[untouched],
     )
-    shortfall = challenger_shortfall(
-        comparison, gate.margin, gate.significance_level, gate.min_images_compared
-    )
+    if comparison.n < gate.min_images_compared:  # said, but no evidence either way
+        shortfall = [_too_few_compared(untouched, gate.min_images_compared)]
+    else:
+        shortfall = challenger_shortfall(comparison, gate.margin, gate.significance_level)
     return comparison, int((~untouched).sum()), shortfall
+
+
+def _too_few_compared(untouched: np.ndarray, minimum: int) -> str:
+    """Why too few test images were left to compare the models on, and what to do."""
+    setting = f"resources.quality.config.min_images_compared ({minimum})"
+    promote_by_hand = "or move current.json aside to promote this model without a comparison"
+    if untouched.all():
+        return (
+            f"this run's test split holds only {len(untouched)} images, fewer than {setting}: "
+            "too few to show the new model is no worse than production. Add images, lower "
+            f"min_images_compared, {promote_by_hand}"
+        )
+    return (
+        f"only {int(untouched.sum())} of this run's {len(untouched)} test images are untouched "
+        f"by the production model (it trained or validated on the other "
+        f"{int((~untouched).sum())}: the split was re-drawn, or the folder shrank), fewer than "
+        f"{setting}. Add images, {promote_by_hand}"
+    )
 
 
 def decide(

@@ -236,7 +236,22 @@ def test_a_better_challenger_on_too_few_untouched_images_does_not_replace_produc
     result = _decide(tmp_path, tensors, challenger, min_images_compared=minimum)
     assert result["n_compared"] == 5 and result["promoted"] is promoted
     if not promoted:
-        assert result["reason"].startswith("only 5 test images are untouched by the production")
+        assert result["reason"].startswith(
+            "only 5 of this run's 40 test images are untouched by the production model (it "
+            "trained or validated on the other 35: the split was re-drawn, or the folder shrank)"
+        )
+        assert "resources.quality.config.min_images_compared (6)" in result["reason"]
+
+
+def test_a_test_split_smaller_than_the_minimum_is_said_as_such(tmp_path, tensors):
+    _champion(tmp_path, tensors, GLIOMA)
+    challenger = _model(tmp_path / "challenger", MENIN, run_id="better")
+    result = _decide(tmp_path, tensors, challenger, min_images_compared=41)
+    assert not result["promoted"] and result["n_compared"] == 40
+    assert result["reason"].startswith(
+        "this run's test split holds only 40 images, fewer than "
+        "resources.quality.config.min_images_compared (41)"
+    )
 
 
 def test_better_challenger_replaces_production(tmp_path, tensors):
