@@ -287,11 +287,16 @@ def _check_groups_hold_together(kept: pd.DataFrame) -> None:
 
 
 def _check_no_split_is_empty(kept: pd.DataFrame) -> None:
+    """Each class is split on its own: many small classes can leave a split empty however many
+    images there are in all, so the message names the smallest."""
     empty = [name for name in SPLITS if not (kept["split"] == name).any()]
     if empty:
+        groups = kept.groupby("label")["group"].nunique().sort_values()
+        smallest = ", ".join(f"{label} ({count})" for label, count in groups.head(3).items())
         raise SplitConfigError(
-            f"{len(kept)} usable images leave the {', '.join(empty)} split empty; "
-            "add images or change the fractions"
+            f"{len(kept)} usable images leave the {', '.join(empty)} split empty: each class is "
+            f"split on its own, whole duplicate groups at a time, and the smallest classes hold "
+            f"few groups ({smallest}). Add images to them, or change the fractions"
         )
 
 

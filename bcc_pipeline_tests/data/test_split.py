@@ -343,3 +343,17 @@ def test_a_class_whose_every_image_is_also_in_another_class_folder_is_said_not_d
     said = str(refused.value)
     assert said.startswith("class 'brain_menin' has no image left: each of its 30 images")
     assert "has the content of an image of brain_tumor too" in said
+
+
+def test_many_small_classes_that_leave_a_split_empty_are_named(manifest):
+    """80 distinct images are plenty for a 10% test split, but not 2 per class."""
+    tiny = manifest[manifest["status"] == "ok"].head(80).reset_index(drop=True)
+    tiny = tiny.assign(
+        label=[f"class_{i // 2:02d}" for i in range(len(tiny))],
+        path=[f"class_{i // 2:02d}/{i}.jpg" for i in range(len(tiny))],
+    )
+    with pytest.raises(SplitConfigError) as refused:
+        stratified_group_split(tiny, FRACTIONS, seed=0)
+    said = str(refused.value)
+    assert said.startswith("80 usable images leave the ")
+    assert "the smallest classes hold few groups (class_00 (2), class_01 (2), class_02 (2))" in said
