@@ -268,9 +268,10 @@ def headline_lines(report: dict) -> list[str]:
         f"- cross-entropy loss: {report['loss']:.4f}",
     ]
     if absent:
+        its, it = ("its", "it") if len(absent) == 1 else ("their", "them")
         lines.append(
             f"- **no test image of {', '.join(map(markdown_text, absent))}**: "
-            "its rates are n/a and the macro scores leave it out"
+            f"{its} rates are n/a and the macro scores leave {it} out"
         )
     return lines
 
