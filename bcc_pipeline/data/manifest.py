@@ -180,15 +180,26 @@ def find_class_folders(
     MAX_OUTSIDE_SHARE of the images would be, the layout is ambiguous and the error says how to
     name the class folders."""
     if named:
-        folders = sorted(
-            {folder for path in files for folder in path.parents if data_dir in folder.parents}
-        )
+        folders = _folders_below(data_dir, files)
         chosen = [_named_folder(data_dir, folders, name) for name in named]
     else:
         chosen = _found_class_folders(data_dir, files, statuses)
     classes = {folder: printable(folder.name) for folder in chosen}
     _refuse_look_alike_names(sorted(set(classes.values())))
     return classes
+
+
+def _folders_below(data_dir: Path, files: list[Path]) -> list[Path]:
+    """Every folder between data_dir and its files, data_dir left out. Walked up from each
+    folder holding files (not from each file), stopping at one already seen: linear in the
+    folders however many files they hold."""
+    found: set[Path] = set()
+    for held in {path.parent for path in files}:
+        for folder in (held, *held.parents):
+            if folder == data_dir or folder in found:
+                break
+            found.add(folder)
+    return sorted(found)
 
 
 def _found_class_folders(data_dir: Path, files: list[Path], statuses: Sequence[str]) -> list[Path]:
@@ -202,7 +213,8 @@ def _found_class_folders(data_dir: Path, files: list[Path], statuses: Sequence[s
     parent = min(per_parent, key=lambda folder: (-per_parent[folder], str(folder)))
     data_files = [p for p, status in zip(files, statuses, strict=True) if status != OS_FILE]
     chosen = sorted({path.parent for path in data_files if path.parent.parent == parent})
-    outside = [path for path in images if not any(folder in path.parents for folder in chosen)]
+    in_a_class = dict.fromkeys(chosen, "class")
+    outside = [path for path in images if not _class_of(path, in_a_class)]
     if len(outside) > MAX_OUTSIDE_SHARE * len(images):
         parents = ", ".join(
             f"{printable(folder.relative_to(data_dir).as_posix() or '.')}/ ({count})"
